@@ -1,0 +1,72 @@
+"""The ``noiselevels`` command line.
+
+Each subcommand lives in ``noiselevels.commands.<name>`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
+Command modules import only argparse at module level so that ``noiselevels --help`` stays fast; the
+heavy imports happen inside ``func``.
+
+User errors (``ValueError``, ``OSError``, ``KeyError`` raised by the library) print one line,
+``noiselevels: error: <message>``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order = order in --help.
+COMMAND_MODULES = [
+    "inspect",
+    "compare",
+    "spacing",
+    "train",
+    "sample",
+    "evaluate",
+    "spectral",
+    "finetune",
+    "sweep",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="noiselevels",
+        description="Noise levels of diffusion and flow-matching models, in logSNR λ = log(α²/σ²).",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"noiselevels {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"noiselevels.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"noiselevels.commands.{name}":
+                continue  # not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("noiselevels: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError):
+            msg = f"missing key {msg}"
+        print(f"noiselevels: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``noiselevels`` CLI; each module has ``register(subparsers)``."""
