@@ -1,0 +1,412 @@
+"""Samplers for the probability-flow ODE and the reverse SDE, over a grid of VE noise levels.
+
+The contract is k-diffusion's (Karras et al. 2022, "Elucidating the design space", EDM):
+
+* ``denoiser(x, sigma) -> x0_hat``, where ``x`` has shape (B, ...) on the variance-exploding scale
+  x = z/α = x₀ + σ·ε, and ``sigma`` = σ_ve = e^(−λ/2) has shape (B,) (the same value for every sample).
+  ``noiselevels.sampling.denoiser.as_denoiser`` turns any model trained with an ``Objective`` into one.
+* ``sigmas`` is the grid the sampler visits: N+1 values, decreasing, usually with a trailing 0
+  (``noiselevels.spacing(name).sigmas(N, ...)``). The sampler takes N steps from sigmas[0] to sigmas[N].
+* In log σ the probability-flow ODE is dx/dσ = (x − D(x, σ))/σ (EDM eq. 3 with σ(t) = t, s(t) = 1).
+
+Each method is a frozen dataclass registered in ``SOLVERS`` whose fields are its options, so unknown
+options are rejected by name and a solver round-trips through ``to_dict``. ``solve`` is the one entry
+point:
+
+=================== ====== ============================================================ ==========
+name                kind   method                                                       NFE
+=================== ====== ============================================================ ==========
+``euler``           ODE    Euler in σ (= deterministic DDIM, Song et al. 2021, eq. 13)   N
+``heun``            ODE    EDM Alg. 1: Heun's 2nd order, Euler on the step to σ = 0     2N − 1
+``dpmpp_2m``        ODE    DPM-Solver++(2M), Lu et al. 2022, Alg. 2 (data prediction)   N
+``lms``             ODE    linear multistep in σ (order ≤ 4, k-diffusion's LMS)         N
+``euler_ancestral`` SDE    Euler step to σ_down, then fresh noise σ_up (eta)            N
+``edm_stochastic``  SDE    EDM Alg. 2: churn (s_churn, s_tmin, s_tmax, s_noise) + Heun  2N − 1
+``dpmpp_2m_sde``    SDE    DPM-Solver++(2M) SDE, midpoint variant (eta, s_noise)        N
+=================== ====== ============================================================ ==========
+
+All arithmetic on the grid is done in float64 (Python floats); the data stays in the caller's dtype,
+so a float64 ``x`` gives a float64 solve. The outputs equal k-diffusion's ``sample_*`` functions for
+the same denoiser, grid and noise (tests/test_solvers.py, to 1e-6 in float64). Stochastic solvers
+draw their noise with ``torch.randn(x.shape, generator=generator)`` in the same order as k-diffusion
+draws ``torch.randn_like(x)``, so a generator seeded like the global RNG reproduces its samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..components import Component, _registry_of, check_positive
+
+__all__ = ["SOLVERS", "Solver", "solve", "solver"]
+
+SOLVERS = _registry_of("solver")
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+Callback = Callable[[dict[str, Any]], None]
+
+
+class _Context:
+    """What a step function needs besides x: the denoiser with its (B,) sigma, noise and callback."""
+
+    __slots__ = ("_denoiser", "_ones", "callback", "generator", "nfe")
+
+    def __init__(self, denoiser: Denoiser, x: Tensor, generator, callback):
+        self._denoiser = denoiser
+        self._ones = x.new_ones(x.shape[0])
+        self.generator = generator
+        self.callback = callback
+        self.nfe = 0
+
+    def denoise(self, x: Tensor, sigma: float) -> Tensor:
+        self.nfe += 1
+        return self._denoiser(x, self._ones * sigma)
+
+    def noise(self, x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+
+    def report(self, i: int, x: Tensor, sigma: float, sigma_hat: float, denoised: Tensor) -> None:
+        if self.callback is not None:
+            self.callback({"i": i, "x": x, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
+
+
+class Solver(Component):
+    """A sampler over a σ grid. Subclasses implement ``_run(ctx, x, sigmas)`` with ``sigmas`` a list
+    of Python floats (float64)."""
+
+    kind: ClassVar[str] = "solver"
+    stochastic: ClassVar[bool] = False
+    evals_per_step: ClassVar[int] = 1
+
+    def nfe(self, steps: int) -> int:
+        """Denoiser evaluations for ``steps`` steps on a grid ending in 0."""
+        return steps if self.evals_per_step == 1 else 2 * steps - 1
+
+    def _run(self, ctx: _Context, x: Tensor, sigmas: list[float]) -> Tensor:
+        raise NotImplementedError
+
+
+def _churn(i: int, n: int, sigma: float, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+    """EDM's γ_i = min(S_churn/N, √2 − 1) for σ_i ∈ [S_tmin, S_tmax], else 0 (EDM Alg. 2, line 4)."""
+    return min(s_churn / n, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _ChurnOptions(Solver):
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self):
+        check_positive("s_churn", self.s_churn, allow_zero=True)
+        check_positive("s_noise", self.s_noise, allow_zero=True)
+        if not (isinstance(self.s_tmin, (int, float)) and self.s_tmin >= 0):
+            raise ValueError(f"s_tmin must be >= 0; got {self.s_tmin!r}")
+        if not (isinstance(self.s_tmax, (int, float)) and self.s_tmax >= self.s_tmin):
+            raise ValueError(f"s_tmax must be >= s_tmin = {self.s_tmin!r}; got {self.s_tmax!r}")
+
+    def _churn_step(self, ctx: _Context, x: Tensor, i: int, n: int, sigma: float) -> tuple[Tensor, float]:
+        """Raise the noise level from σ_i to σ̂ = σ_i(1 + γ_i) by adding fresh noise (EDM Alg. 2 l. 5-6).
+
+        Noise is drawn on every step (as EDM and k-diffusion do) so that generators stay in step."""
+        gamma = _churn(i, n, sigma, self.s_churn, self.s_tmin, self.s_tmax)
+        eps = ctx.noise(x) * self.s_noise
+        sigma_hat = sigma * (gamma + 1.0)
+        if gamma > 0:
+            x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
+        return x, sigma_hat
+
+
+@SOLVERS.register("euler")
+@dataclasses.dataclass(frozen=True)
+class Euler(Solver):
+    """Euler's method in σ: x ← x + (σ_{i+1} − σ_i)·(x − D(x, σ_i))/σ_i. In the VE frame this is
+    exactly deterministic DDIM (Song et al. 2021, eq. 13; Karras et al. 2022, §3)."""
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        for i in range(n):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = ctx.denoise(x, s)
+            ctx.report(i, x, s, s, denoised)
+            x = x + (x - denoised) * ((s_next - s) / s)
+        return x
+
+
+@SOLVERS.register("heun")
+@dataclasses.dataclass(frozen=True)
+class Heun(_ChurnOptions):
+    """EDM Algorithm 1 (deterministic with s_churn = 0; Algorithm 2 otherwise): Heun's second-order
+    method in σ with an Euler step where σ_{i+1} = 0. NFE = 2N − 1 on a grid ending in 0."""
+
+    evals_per_step: ClassVar[int] = 2
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        for i in range(n):
+            x, s_hat = self._churn_step(ctx, x, i, n, sigmas[i])
+            s_next = sigmas[i + 1]
+            denoised = ctx.denoise(x, s_hat)
+            ctx.report(i, x, sigmas[i], s_hat, denoised)
+            d = (x - denoised) / s_hat
+            dt = s_next - s_hat
+            if s_next == 0:
+                x = x + d * dt
+            else:
+                x_2 = x + d * dt
+                d_2 = (x_2 - ctx.denoise(x_2, s_next)) / s_next
+                x = x + (d + d_2) * (0.5 * dt)
+        return x
+
+
+@SOLVERS.register("edm_stochastic")
+@dataclasses.dataclass(frozen=True)
+class EDMStochastic(Heun):
+    """EDM Algorithm 2: Heun with stochastic churn. Defaults are EDM's ImageNet-64 settings
+    (S_churn = 40, S_tmin = 0.05, S_tmax = 50, S_noise = 1.003; Karras et al. 2022, Table 5)."""
+
+    stochastic: ClassVar[bool] = True
+    s_churn: float = 40.0
+    s_tmin: float = 0.05
+    s_tmax: float = 50.0
+    s_noise: float = 1.003
+
+
+@SOLVERS.register("euler_ancestral")
+@dataclasses.dataclass(frozen=True)
+class EulerAncestral(Solver):
+    """Ancestral sampling in the VE frame: an Euler step down to σ_down, then fresh noise of std
+    σ_up, with σ_up = min(σ_{i+1}, η·√(σ_{i+1}²(σ_i² − σ_{i+1}²)/σ_i²)) and σ_down = √(σ_{i+1}² − σ_up²).
+    η = 1 is DDPM ancestral sampling, η = 0 is Euler (DDIM)."""
+
+    stochastic: ClassVar[bool] = True
+    eta: float = 1.0
+    s_noise: float = 1.0
+
+    def __post_init__(self):
+        check_positive("eta", self.eta, allow_zero=True)
+        check_positive("s_noise", self.s_noise, allow_zero=True)
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        for i in range(n):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = ctx.denoise(x, s)
+            ctx.report(i, x, s, s, denoised)
+            if self.eta:
+                s_up = min(s_next, self.eta * (s_next**2 * (s**2 - s_next**2) / s**2) ** 0.5)
+                s_down = (s_next**2 - s_up**2) ** 0.5
+            else:
+                s_up, s_down = 0.0, s_next
+            x = x + (x - denoised) * ((s_down - s) / s)
+            if s_next > 0:
+                x = x + ctx.noise(x) * (self.s_noise * s_up)
+        return x
+
+
+@SOLVERS.register("dpmpp_2m")
+@dataclasses.dataclass(frozen=True)
+class DPMpp2M(Solver):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) in k-diffusion's σ form. With h = λ_{i+1}/2 − λ_i/2
+    = log(σ_i/σ_{i+1}): x ← (σ_{i+1}/σ_i)·x − expm1(−h)·D̃, where D̃ = (1 + 1/2r)·D_i − (1/2r)·D_{i−1},
+    r = h_{i−1}/h; first-order (D̃ = D_i) on the first step and on the step to σ = 0."""
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        old = None
+        for i in range(n):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = ctx.denoise(x, s)
+            ctx.report(i, x, s, s, denoised)
+            if s_next == 0:
+                x = denoised
+            else:
+                h = math.log(s / s_next)
+                if old is None:
+                    d = denoised
+                else:
+                    r = math.log(sigmas[i - 1] / s) / h
+                    d = denoised * (1 + 1 / (2 * r)) - old * (1 / (2 * r))
+                x = x * (s_next / s) - d * math.expm1(-h)
+            old = denoised
+        return x
+
+
+@SOLVERS.register("dpmpp_2m_sde")
+@dataclasses.dataclass(frozen=True)
+class DPMpp2MSDE(Solver):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022, "DPM-Solver++", §5 / k-diffusion), midpoint variant:
+    with h = log(σ_i/σ_{i+1}) and ηh = η·h,
+    x ← (σ_{i+1}/σ_i)e^(−ηh)·x − expm1(−h−ηh)·D_i − ½·expm1(−h−ηh)·(D_i − D_{i−1})/r
+        + σ_{i+1}·√(−expm1(−2ηh))·s_noise·n,   r = h_{i−1}/h.
+    Noise is i.i.d. Gaussian from ``generator`` (k-diffusion defaults to a Brownian tree)."""
+
+    stochastic: ClassVar[bool] = True
+    eta: float = 1.0
+    s_noise: float = 1.0
+
+    def __post_init__(self):
+        check_positive("eta", self.eta, allow_zero=True)
+        check_positive("s_noise", self.s_noise, allow_zero=True)
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        old, h_last = None, None
+        for i in range(n):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = ctx.denoise(x, s)
+            ctx.report(i, x, s, s, denoised)
+            if s_next == 0:
+                x = denoised
+                h = None
+            else:
+                h = math.log(s / s_next)
+                eta_h = self.eta * h
+                em = -math.expm1(-h - eta_h)
+                x = x * (s_next / s * math.exp(-eta_h)) + denoised * em
+                if old is not None:
+                    r = h_last / h
+                    x = x + (denoised - old) * (0.5 * em / r)
+                if self.eta:
+                    x = x + ctx.noise(x) * (s_next * (-math.expm1(-2 * eta_h)) ** 0.5 * self.s_noise)
+            old, h_last = denoised, h
+        return x
+
+
+def _lms_coefficient(order: int, ts: list[float], i: int, j: int) -> float:
+    """∫_{σ_i}^{σ_{i+1}} ℓ_j(τ) dτ for the Lagrange basis ℓ_j over the nodes σ_i, σ_{i−1}, …
+    (exact Gauss-Legendre quadrature of the degree-(order−1) polynomial)."""
+    nodes = [ts[i - k] for k in range(order)]
+    a, b = ts[i], ts[i + 1]
+    xs, ws = _gauss_legendre(max(order, 1))
+    total = 0.0
+    for xg, wg in zip(xs, ws):
+        tau = 0.5 * (b - a) * xg + 0.5 * (b + a)
+        prod = 1.0
+        for k in range(order):
+            if k != j:
+                prod *= (tau - nodes[k]) / (nodes[j] - nodes[k])
+        total += wg * prod
+    return 0.5 * (b - a) * total
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_legendre(m: int) -> tuple[list[float], list[float]]:
+    import numpy as np
+
+    xs, ws = np.polynomial.legendre.leggauss(m)
+    return [float(v) for v in xs], [float(v) for v in ws]
+
+
+@SOLVERS.register("lms")
+@dataclasses.dataclass(frozen=True)
+class LMS(Solver):
+    """Linear multistep (Adams-Bashforth on a non-uniform σ grid) of order ≤ ``order`` applied to
+    dx/dσ = (x − D)/σ, as k-diffusion's ``sample_lms``."""
+
+    order: int = 4
+
+    def __post_init__(self):
+        if not isinstance(self.order, int) or isinstance(self.order, bool) or not 1 <= self.order <= 6:
+            raise ValueError(f"order must be an integer in [1, 6]; got {self.order!r}")
+
+    def _run(self, ctx, x, sigmas):
+        n = len(sigmas) - 1
+        ds: list[Tensor] = []
+        for i in range(n):
+            s = sigmas[i]
+            denoised = ctx.denoise(x, s)
+            ctx.report(i, x, s, s, denoised)
+            ds.append((x - denoised) / s)
+            if len(ds) > self.order:
+                ds.pop(0)
+            cur = min(i + 1, self.order)
+            for j, d in enumerate(reversed(ds)):
+                x = x + d * _lms_coefficient(cur, sigmas, i, j)
+        return x
+
+
+def solver(name: str, **options: Any) -> Solver:
+    """The solver ``name`` with its options validated (unknown names or options raise ValueError)."""
+    return SOLVERS.create(name, **options)
+
+
+def _check_sigmas(sigmas: Tensor | Sequence[float]) -> list[float]:
+    s = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"sigmas must be a 1-D grid of at least 2 values (N+1 for N steps); got shape "
+                         f"{tuple(s.shape)}")
+    if not torch.isfinite(s).all() or (s < 0).any():
+        raise ValueError(f"sigmas must be finite and >= 0; got {s.tolist()}")
+    if (s[1:] >= s[:-1]).any():
+        raise ValueError(f"sigmas must be strictly decreasing; got {s.tolist()}")
+    return s.tolist()
+
+
+def solve(
+    denoiser: Denoiser,
+    x: Tensor,
+    *,
+    sigmas: Tensor | Sequence[float],
+    solver: str | Solver = "heun",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Tensor:
+    """Integrate from ``x`` at ``sigmas[0]`` down the grid ``sigmas`` and return the sample.
+
+    Args:
+        denoiser: D(x, σ) → x̂₀, x of shape (B, ...) on the VE scale, σ of shape (B,).
+        x: the starting point, shape (B, ...), usually ``noise * sigmas[0]`` (add the data mean for a
+           non-centred prior, or ``x_0 + σ·ε`` for SDEdit-style starts).
+        sigmas: N+1 VE noise levels, strictly decreasing, ≥ 0 (only the last may be 0).
+        solver: a name in ``SOLVERS`` (``euler``, ``heun``, ``dpmpp_2m``, ``lms``, ``euler_ancestral``,
+           ``edm_stochastic``, ``dpmpp_2m_sde``) or a ``Solver`` instance.
+        generator: the noise source of stochastic solvers (also used by ``heun`` with ``s_churn`` > 0).
+        callback: called after each denoiser evaluation at the start of step i with a dict
+           ``{i, x, sigma, sigma_hat, denoised}``.
+        progress: show a tqdm progress bar over the steps (needs tqdm).
+        **options: the solver's options (e.g. ``eta`` for ``euler_ancestral``; ``s_churn``, ``s_tmin``,
+           ``s_tmax``, ``s_noise`` for ``heun`` / ``edm_stochastic``); unknown ones raise ValueError.
+
+    Returns:
+        The sample at ``sigmas[-1]``, same shape and dtype as ``x``.
+    """
+    if isinstance(solver, Solver):
+        if options:
+            raise ValueError(f"options {sorted(options)} given with a Solver instance; set them on it")
+        method = solver
+    else:
+        method = SOLVERS.create(solver, **options)
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise ValueError("x must be a floating tensor of shape (B, ...)")
+    grid = _check_sigmas(sigmas)
+    if progress:
+        grid_cb = _progress(len(grid) - 1, callback)
+        callback = grid_cb
+    ctx = _Context(denoiser, x, generator, callback)
+    return method._run(ctx, x, grid)
+
+
+def _progress(n: int, callback: Callback | None) -> Callback:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, unit="step")
+
+    def cb(info: dict[str, Any]) -> None:
+        bar.update(1)
+        if info["i"] == n - 1:
+            bar.close()
+        if callback is not None:
+            callback(info)
+
+    return cb
