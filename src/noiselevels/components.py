@@ -250,6 +250,13 @@ class Density(Component):
     def prob(self, logsnr: Tensor) -> Tensor:
         return self.log_prob(logsnr).exp()
 
+    def truncate(self, logsnr_min: float = -math.inf, logsnr_max: float = math.inf) -> Density:
+        """This density restricted to [logsnr_min, logsnr_max] and renormalised
+        (``noiselevels.training.densities.Truncated``)."""
+        from .training.densities import truncated
+
+        return truncated(self, logsnr_min, logsnr_max)
+
     def sample(
         self,
         n: int,
