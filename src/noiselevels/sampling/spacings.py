@@ -175,6 +175,8 @@ def beta_ppf(q: float, a: float, b: float) -> float:
         return 0.0
     if q == 1.0:
         return 1.0
+    if a == b and q == 0.5:
+        return 0.5  # the median of a symmetric Beta, exactly (index rounding depends on it)
     log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
     lo, hi = 0.0, 1.0
     x = 0.5
