@@ -353,12 +353,17 @@ class LossProfile:
         self.acc[1].index_add_(0, idx, val)
         self.acc[2].index_add_(0, idx, val * val)
 
-    def close(self, step: int, acc: Tensor | None = None) -> dict[str, Any]:
-        n, s, ss = (self.acc if acc is None else acc).to(torch.float64)
+    def snapshot(self, step: int) -> dict[str, Any]:
+        """The current interval's record (count, mean, unbiased variance per bin), without closing it."""
+        n, s, ss = self.acc
         mean = torch.where(n > 0, s / n.clamp_min(1), torch.nan)
         centred = (ss - n * mean.nan_to_num() ** 2).clamp_min(0)
         var = torch.where(n > 1, centred / (n - 1).clamp_min(1), torch.nan)
-        rec = {"step": int(step), "count": n.tolist(), "mean": mean.tolist(), "var": var.tolist()}
+        return {"step": int(step), "count": n.tolist(), "mean": mean.tolist(), "var": var.tolist()}
+
+    def close(self, step: int) -> dict[str, Any]:
+        """Append the current interval's record to ``history`` and start a new interval."""
+        rec = self.snapshot(step)
         self.history.append(rec)
         self.acc.zero_()
         return rec
@@ -371,24 +376,27 @@ class LossProfile:
         self.acc = torch.tensor(state["acc"], dtype=torch.float64)
         self.history = [dict(h) for h in state["history"]]
 
-    def save(self, out_dir: Path, *, plot: bool = True) -> None:
+    def save(self, out_dir: Path, *, plot: bool = True, pending: dict[str, Any] | None = None) -> None:
+        """Write loss_profile.json and .npz (and the PNG when ``plot``); ``pending`` is an extra,
+        not yet closed interval record to include (the end of a run)."""
         import numpy as np
 
-        data = {"edges": self.edges.tolist(), "centers": self.centers.tolist(), "history": self.history}
+        history = self.history if pending is None else [*self.history, pending]
+        data = {"edges": self.edges.tolist(), "centers": self.centers.tolist(), "history": history}
         write_json_atomic(out_dir / "loss_profile.json", _nan_to_none(data))
-        if self.history:
+        if history:
             tmp = out_dir / ".loss_profile.tmp.npz"
             np.savez(
                 tmp,
                 edges=self.edges.numpy(),
-                steps=np.array([h["step"] for h in self.history]),
-                count=np.array([h["count"] for h in self.history]),
-                mean=np.array([h["mean"] for h in self.history]),
-                var=np.array([h["var"] for h in self.history]),
+                steps=np.array([h["step"] for h in history]),
+                count=np.array([h["count"] for h in history]),
+                mean=np.array([h["mean"] for h in history]),
+                var=np.array([h["var"] for h in history]),
             )
             os.replace(tmp, out_dir / "loss_profile.npz")
             if plot:
-                plot_loss_profile(self, out_dir / "loss_profile.png")
+                plot_loss_profile(history, self.centers, out_dir / "loss_profile.png")
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -401,7 +409,9 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def plot_loss_profile(profile: LossProfile, path: str | os.PathLike, *, max_curves: int = 6) -> None:
+def plot_loss_profile(
+    history: list[dict[str, Any]], centers: Tensor, path: str | os.PathLike, *, max_curves: int = 6
+) -> None:
     """Plot the mean ε-unit loss per λ bin for up to ``max_curves`` log intervals (±1 std for the last)."""
     import matplotlib
 
@@ -409,9 +419,9 @@ def plot_loss_profile(profile: LossProfile, path: str | os.PathLike, *, max_curv
     import matplotlib.pyplot as plt
     import numpy as np
 
-    hist = profile.history
+    hist = history
     pick = sorted({round(i) for i in np.linspace(0, len(hist) - 1, min(max_curves, len(hist)))})
-    c = profile.centers.numpy()
+    c = centers.numpy()
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
     cmap = plt.get_cmap("viridis")
     for j, i in enumerate(pick):
@@ -789,32 +799,43 @@ def train(
                 callback(step, res)
             if bar is not None:
                 bar.update(1)
-            if step % opts.log_every == 0 or step == opts.steps:
+            stop = sigint.hit
+            if world > 1:
+                stop = bool(accelerator.reduce(torch.tensor([float(stop)], device=device), "max").item())
+            regular = step % opts.log_every == 0
+            final = step == opts.steps or stop
+            if regular or final:
                 dt = time.perf_counter() - t_interval
-                total_time += dt
-                total_imgs += imgs_interval
                 rec = {
                     "step": step,
                     "loss": interval["loss"] / max(1, interval["n"]),
                     "lr": optimizer.param_groups[0]["lr"],
                     "images_per_second": imgs_interval / dt if dt > 0 else float("nan"),
                 }
-                log.append(rec)
-                interval = {"loss": 0.0, "n": 0}
-                if main:
-                    profile.close(step)
-                    _write_log(out, log)
-                    profile.save(out)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_second']:.0f}")
-                t_interval, imgs_interval = time.perf_counter(), 0
+                if regular:
+                    # a closed interval: part of the state, so a resumed run logs exactly the same
+                    total_time += dt
+                    total_imgs += imgs_interval
+                    log.append(rec)
+                    interval = {"loss": 0.0, "n": 0}
+                    if main:
+                        profile.close(step)
+                        _write_log(out, log)
+                        profile.save(out, plot=final or bool(opts.ckpt_every and step % opts.ckpt_every == 0))
+                    t_interval, imgs_interval = time.perf_counter(), 0
+                elif main:
+                    # the last, partial interval of this invocation: written, but left open in the
+                    # checkpoint so that resuming continues the interval instead of splitting it
+                    total_time += dt
+                    total_imgs += imgs_interval
+                    _write_log(out, [*log, rec])
+                    profile.save(out, pending=profile.snapshot(step))
+                if main and bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_second']:.0f}")
             if opts.sample_every and step % opts.sample_every == 0 and main:
                 grid_path = out / "samples" / f"step_{step:08d}.png"
                 _sample_grid(ema if ema is not None else raw, nc, meta, grid_path)
-            stop = sigint.hit
-            if world > 1:
-                stop = bool(accelerator.reduce(torch.tensor([float(stop)], device=device), "max").item())
-            if (opts.ckpt_every and step % opts.ckpt_every == 0) or step == opts.steps or stop:
+            if (opts.ckpt_every and step % opts.ckpt_every == 0) or final:
                 last_ckpt = checkpoint()
             if stop:
                 status = "interrupted"
