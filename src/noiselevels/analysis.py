@@ -169,6 +169,8 @@ class Summary:
     peak: float  # argmax of W
     bands: dict[str, float]
     monotone: bool  # W non-increasing in λ ⇒ a mixture of ELBOs (Kingma & Gao 2023, §4)
+    density_median: float  # median λ of the training draws (exact, from the density's icdf)
+    density_interval: tuple[float, float]  # 10 % and 90 % quantiles of the training draws
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,7 +182,11 @@ class Summary:
             return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))
 
         lo, hi = self.interval
+        dlo, dhi = self.density_interval
         return [
+            f"training draws p(λ): median λ {self.density_median:+.2f} (flow t = "
+            f"{t(self.density_median):.3f}), 10–90 % in λ ∈ [{dlo:+.2f}, {dhi:+.2f}] "
+            f"(flow t ∈ [{t(dhi):.3f}, {t(dlo):.3f}])",
             f"median λ of W: {self.median:+.2f} (flow t = {t(self.median):.3f}, σ_ve = "
             f"{math.exp(-self.median / 2):.3g})",
             f"10–90 % of W in λ ∈ [{lo:+.2f}, {hi:+.2f}] (flow t ∈ [{t(hi):.3f}, {t(lo):.3f}])",
@@ -280,6 +286,7 @@ class EffectiveWeighting:
         scale = float(W.abs().max())
         diffs = W[1:] - W[:-1]
         monotone = bool((diffs <= 1e-9 * scale).all())
+        q = self.density.icdf(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
         return Summary(
             logsnr_range=(float(c.logsnr[0]), float(c.logsnr[-1])),
             mass=c.mass,
@@ -289,6 +296,8 @@ class EffectiveWeighting:
             peak=float(c.logsnr[int(torch.argmax(W))]),
             bands=c.band_fractions(bands),
             monotone=monotone,
+            density_median=q[1],
+            density_interval=(q[0], q[2]),
         )
 
 
@@ -324,6 +333,7 @@ class Comparison:
 
     * ``tv``: total-variation distance ½∫|Ŵa − Ŵb| dλ of the normalised weightings (0 = same shape,
       1 = disjoint). Symmetric.
+    * ``tv_density``: ½∫|pa − pb| dλ over the window: how differently the two draw training levels.
     * ``js``: Jensen–Shannon divergence in bits (0 … 1). Symmetric.
     * ``kl_ab``, ``kl_ba``: KL(Ŵa‖Ŵb), KL(Ŵb‖Ŵa) in nats (inf where one has weight the other lacks).
     * ``mass_ratio``: ∫Wb/∫Wa, the ratio of overall loss scales (acts like a learning-rate factor).
@@ -334,6 +344,7 @@ class Comparison:
 
     logsnr_range: tuple[float, float]
     tv: float
+    tv_density: float
     js: float
     kl_ab: float
     kl_ba: float
@@ -373,6 +384,7 @@ class Comparison:
             f"verdict: {self.verdict()}",
             f"total-variation distance of the normalised weightings: {self.tv:.3f} "
             f"(0 = same, 1 = disjoint); Jensen–Shannon {self.js:.3f} bits",
+            f"total-variation distance of the training-level densities p(λ): {self.tv_density:.3f}",
             f"{100 * self.tv:.1f} % of {name_b}'s loss weight would have to move to reproduce {name_a}",
             f"median noise level: {name_a} λ = {self.median_a:+.2f} (flow t {t(self.median_a):.3f}), "
             f"{name_b} λ = {self.median_b:+.2f} (flow t {t(self.median_b):.3f})",
@@ -437,6 +449,7 @@ def compare(
     return Comparison(
         logsnr_range=(float(x[0]), float(x[-1])),
         tv=min(max(tv, 0.0), 1.0),
+        tv_density=min(max(0.5 * float(_trapz_cum((ca.density - cb.density).abs(), x)[-1]), 0.0), 1.0),
         js=min(max(js, 0.0), 1.0),
         kl_ab=_kl(pa, pb, x),
         kl_ba=_kl(pb, pa, x),

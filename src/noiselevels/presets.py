@@ -253,18 +253,19 @@ def _logit_normal(mean: float, std: float) -> Density:
     return _d("logit_normal", mean=float(mean), std=float(std))
 
 
-def _flow_loss(weight: Weighting | None = None, units: str = "flow") -> Weighting:
-    return _in_units(weight if weight is not None else _w("constant"), units, "flow")
+def _flow_loss(weight: Weighting | None = None) -> Weighting:
+    """A weight on the flow-velocity loss (None: the plain flow loss), in ε units."""
+    return _in_units(weight if weight is not None else _w("constant"), "flow", "flow")
 
 
-def _flow_cfg(density: Density, weight: Weighting | None = None, units: str = "flow", **kw) -> NoiseConfig:
+def _flow_cfg(density: Density, weighting: Weighting | None = None) -> NoiseConfig:
+    """Rectified flow, velocity prediction; ``weighting`` in ε units (None: the plain flow loss)."""
     return NoiseConfig(
         process="flow",
         parameterization="flow",
         density=density,
-        weighting=_flow_loss(weight, units),
+        weighting=weighting if weighting is not None else _flow_loss(),
         schedule=_flow_sched(),
-        **kw,
     )
 
 
@@ -333,7 +334,7 @@ def _ait_weighted() -> NoiseConfig:
     """ai-toolkit ``timestep_type: weighted``: σ uniform, and the flow loss multiplied by a fixed
     bell-shaped table over σ (peak ≈1.5 near σ ≈ 0.88). The table is approximated by the smooth curve
     :class:`AiToolkitWeighted` (same shape, within ≈0.05 at the documented points)."""
-    return _flow_cfg(_uniform_flow(), AiToolkitWeighted())
+    return _flow_cfg(_uniform_flow(), _flow_loss(AiToolkitWeighted()))
 
 
 @_preset("ai-toolkit:shift", "uniform flow σ through the scheduler's shift (static s or Flux dynamic μ)")
@@ -501,7 +502,7 @@ def _sd3_like(
         parameterization="flow",
         density=dens,
         weighting=_sd3_weight(scheme, units),
-        schedule=_flow_sched(shift),
+        schedule=_flow_sched(),
     )
 
 

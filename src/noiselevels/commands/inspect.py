@@ -1,0 +1,197 @@
+"""``noiselevels inspect [CONFIG.toml] [--preset TOOL:NAME] [component flags] [--out DIR] [--json FILE]``.
+
+Shows what a training configuration actually weights: the density p(λ) its noise levels are drawn
+from, the loss weight w(λ) in ε-MSE units and the effective weighting W(λ) = p(λ)·w(λ), as PNG plots
+over λ and over the tool's own time axis, a printed summary, and (``--json``) the curves on a λ grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_range_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        default=None,
+        help="λ window for plots, summaries and JSON (default -10 10)",
+    )
+    p.add_argument("--points", type=int, default=None, metavar="N", help="λ grid points (default 2001)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="plot and summarise what a configuration weights: p(λ), w(λ), W(λ)",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  noiselevels inspect examples/configs/kohya_flux_sigmoid.toml --out runs/inspect\n"
+            "  noiselevels inspect --preset ai-toolkit:weighted --json weighted.json\n"
+            "  noiselevels inspect --preset kohya:shift --preset-param discrete_flow_shift=3.1582\n"
+            "  noiselevels inspect --process vp --parameterization v --schedule cosine \\\n"
+            "      --density uniform_t --weighting min_snr --weighting-param gamma=5\n"
+            "  noiselevels inspect --list-presets\n"
+        ),
+    )
+    p.add_argument("config", nargs="?", help="TOML file with a [noise] section")
+    p.add_argument(
+        "--preset", metavar="TOOL:NAME", help="a tool's setting, e.g. kohya:sigmoid (see --list-presets)"
+    )
+    p.add_argument("--preset-param", action="append", default=[], metavar="K=V", help="preset parameter")
+    p.add_argument("--process", choices=["vp", "ve", "flow"])
+    p.add_argument("--parameterization", choices=["eps", "x0", "v", "flow", "edm"])
+    p.add_argument("--density", metavar="NAME", help="training density p(λ), e.g. logit_normal")
+    p.add_argument("--density-param", action="append", default=[], metavar="K=V")
+    p.add_argument("--weighting", metavar="NAME", help="loss weight w(λ), e.g. min_snr")
+    p.add_argument("--weighting-param", action="append", default=[], metavar="K=V")
+    p.add_argument("--schedule", metavar="NAME", help="schedule (for uniform_t and the tool axis)")
+    p.add_argument("--schedule-param", action="append", default=[], metavar="K=V")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TOML value, e.g. noise.density.std=1.5 (repeatable)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", default="runs/inspect", help="folder for the PNGs (default runs/inspect)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="do not write PNGs")
+    p.add_argument("--json", metavar="FILE", help="write the configuration, summary and curves as JSON")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    add_range_args(p)
+    p.set_defaults(func=run)
+
+
+def _kv(items: list[str], flag: str) -> dict:
+    from ..config import parse_value
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r} must look like key=value")
+        k, _, v = item.partition("=")
+        if not k.strip():
+            raise ValueError(f"{flag} {item!r}: empty key")
+        out[k.strip()] = parse_value(v)
+    return out
+
+
+def noise_table(args) -> dict:
+    """The [noise] table from a TOML file (if any), overrides and the component flags."""
+    from ..config import apply_overrides, read_toml
+
+    doc = read_toml(args.config) if args.config else {}
+    doc = apply_overrides(doc, args.overrides)
+    if args.config and "noise" not in doc:
+        raise ValueError(f"{args.config}: no [noise] section")
+    noise = dict(doc.get("noise", {}))
+    if args.preset:
+        noise["preset"] = args.preset
+    if args.preset_param:
+        noise["preset_params"] = {
+            **noise.get("preset_params", {}),
+            **_kv(args.preset_param, "--preset-param"),
+        }
+    if args.process:
+        noise["process"] = args.process
+    if args.parameterization:
+        noise["parameterization"] = args.parameterization
+    for key in ("density", "weighting", "schedule"):
+        name = getattr(args, key)
+        params = _kv(getattr(args, f"{key}_param"), f"--{key}-param")
+        if name is not None:
+            noise[key] = {"name": name, **params}
+        elif params:
+            if key not in noise:
+                raise ValueError(
+                    f"--{key}-param given without --{key} NAME and without a [noise.{key}] table"
+                )
+            base = noise[key] if isinstance(noise[key], dict) else {"name": noise[key]}
+            noise[key] = {**base, **params}
+    if not noise:
+        raise ValueError("nothing to inspect: give a CONFIG.toml, --preset TOOL:NAME or --density NAME")
+    return noise
+
+
+def window(args) -> tuple[float, float, int]:
+    from ..analysis import DEFAULT_LOGSNR_RANGE, DEFAULT_POINTS
+
+    lo, hi = args.range if args.range else DEFAULT_LOGSNR_RANGE
+    return float(lo), float(hi), int(args.points or DEFAULT_POINTS)
+
+
+def write_json(path: str, payload: dict) -> None:
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    if args.list_presets:
+        from ..presets import PRESETS
+
+        for name in sorted(PRESETS):
+            print(f"{name:44s} {PRESETS[name].summary}")
+        return 0
+
+    from ..config import NoiseConfig
+
+    noise = noise_table(args)
+    where = args.config or "command line"
+    try:
+        cfg = NoiseConfig.from_dict(noise)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    lo, hi, n = window(args)
+    eff = cfg.effective_weighting()
+    summary = eff.summary(lo, hi, n)
+
+    print(cfg.describe())
+    print()
+    for line in summary.lines():
+        print(line)
+
+    if not args.no_plots:
+        from .. import plots
+
+        out = Path(args.out)
+        label = cfg.preset or (Path(args.config).stem if args.config else "config")
+        p1 = plots.plot_logsnr(
+            {label: cfg}, out / "logsnr.png", logsnr_min=lo, logsnr_max=hi, n=n, title=label
+        )
+        p2 = plots.plot_tool_axis({label: cfg}, out / "tool_axis.png", title=label)
+        print()
+        print(f"plots: {p1}, {p2}")
+    if args.json:
+        from ..plots import tool_axis_curves
+
+        ta = tool_axis_curves(cfg)
+        write_json(
+            args.json,
+            {
+                "config": cfg.to_dict(),
+                "summary": summary.to_dict(),
+                "curves": eff.grid(lo, hi, n).to_dict(),
+                "tool_axis": {
+                    "axis": ta["axis"],
+                    "x": ta["x"].tolist(),
+                    "density": ta["density"].tolist(),
+                    "weight_own_loss": [v if v == v else None for v in ta["weight"].tolist()],
+                },
+            },
+        )
+        print(f"json: {args.json}")
+    return 0
