@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from kdiffusion_ref import kdiffusion_sampling
 from torch.testing import assert_close
@@ -207,6 +207,7 @@ def test_beta_continuous_is_diffusers_formula_with_scipy_quantiles():
 def test_beta_ppf_matches_scipy(q, a, b):
     stats = pytest.importorskip("scipy.stats")
     ref = float(stats.beta.ppf(q, a, b))
+    assume(math.isfinite(ref))  # scipy gives NaN in some extreme tails
     got = beta_ppf(q, a, b)
     assert got == pytest.approx(ref, rel=1e-9, abs=1e-12)
 

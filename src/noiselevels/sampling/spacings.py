@@ -178,9 +178,22 @@ def beta_ppf(q: float, a: float, b: float) -> float:
     if a == b and q == 0.5:
         return 0.5  # the median of a symmetric Beta, exactly (index rounding depends on it)
     log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    lo, hi = 0.0, 1.0
-    x = 0.5
-    for _ in range(200):
+    # start from the tail expansion of the side q lies on: I_x ≈ x^a/(a·B) near 0, 1 − I_x ≈ (1−x)^b/(b·B)
+    if q <= _betainc(a, b, 0.5):
+        lo, hi = 0.0, 0.5
+        log_x = (math.log(q) + math.log(a) + log_beta) / a
+        if log_x < -745.0:
+            return 0.0  # the quantile underflows float64
+        x = min(math.exp(log_x), 0.5)
+    else:
+        lo, hi = 0.5, 1.0
+        log_1mx = (math.log1p(-q) + math.log(b) + log_beta) / b
+        if log_1mx < -38.0:
+            return 1.0  # 1 − x is below half an ulp of 1
+        x = max(1.0 - math.exp(log_1mx), 0.5)
+    if not lo < x < hi:
+        x = 0.5 * (lo + hi)
+    for _ in range(300):
         f = _betainc(a, b, x) - q
         if f == 0.0:
             return x
@@ -192,7 +205,12 @@ def beta_ppf(q: float, a: float, b: float) -> float:
         step = f / math.exp(log_pdf) if log_pdf < 700 else 0.0
         x_new = x - step
         if not (lo < x_new < hi) or step == 0.0:
-            x_new = 0.5 * (lo + hi)
+            # bisect, geometrically while the bracket spans orders of magnitude near 0
+            x_new = math.sqrt(lo * hi) if lo > 0 and hi < 0.5 * lo * 1e3 and hi / lo > 4 else 0.5 * (lo + hi)
+            if lo == 0.0:
+                x_new = 0.5 * hi
+            if not lo < x_new < hi:  # the bracket is down to adjacent floats
+                return x
         if abs(x_new - x) <= 1e-16 * max(x, 1e-300) or hi - lo <= 1e-17 * max(x, 1e-300):
             return x_new
         x = x_new
