@@ -270,9 +270,11 @@ class Density(Component):
         in a random order (lower variance of batch means, same marginal)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}")
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        # draw on the generator's own device (a CUDA generator works too), then invert on the CPU
+        gen_device = generator.device if generator is not None else None
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=gen_device).cpu()
         if stratified:
-            perm = torch.randperm(n, generator=generator)
+            perm = torch.randperm(n, generator=generator, device=gen_device).cpu()
             u = (perm.to(torch.float64) + u) / n
         u = u.clamp(1e-12, 1 - 1e-12)
         return self.icdf(u).to(dtype=dtype, device=device)
