@@ -75,7 +75,10 @@ _KIND_OF_KEY = {
 
 
 def _registries() -> dict[str, Registry]:
+    """The registries, with every module that registers components imported."""
+    from . import presets, schedules  # noqa: F401  (registration side effects)
     from .parameterization import PARAMETERIZATIONS
+    from .training import densities, weightings  # noqa: F401
 
     return {
         "schedule": SCHEDULES,
