@@ -47,7 +47,10 @@ name                                   w(λ) in ε units                        
 * SD3's ``sigma_sqrt`` and ``cosmap`` weights multiply the loss of whatever the script predicts:
   diffusers' SD3 scripts with ``precondition_outputs`` (their default) apply them to an x₀ loss, kohya
   and others to the flow-velocity loss; ``units="x0"`` or ``"flow"`` picks one. With x₀ units,
-  ``sigma_sqrt`` is exactly the plain flow-matching loss (1 + e^(−λ/2))².
+  ``sigma_sqrt`` is exactly the plain flow-matching loss (1 + e^(−λ/2))². OneTrainer's flow ``SIGMA``
+  weight is σ (not σ⁻²) on the flow loss: ``in_units(w_σ, "flow", process="flow")`` for a weight w_σ = t.
+* OneTrainer's ``P2`` for v-prediction adds 1 to the SNR first: (2 + SNR)^(−γ) on the v loss, i.e.
+  ``in_units(p2(k=2, gamma=γ), "v")``; for ε-prediction it is ``p2(k=1, gamma=γ)``.
 
 **λ = ±∞.** Every weighting returns the exact limit where it is finite (e.g. ``min_snr`` gives 1 at
 λ = −∞ and 0 at +∞) and +inf where the weight diverges (e.g. ``debiased`` at λ = −∞). Combinators
