@@ -802,7 +802,8 @@ class FromDensity(Spacing):
             )
         u = u_lo + _ramp(n) * (u_hi - u_lo)
         lam = self.density.icdf(u).to(torch.float64).clamp(lam_lo, lam_hi)
-        lam[0] = lam_lo
+        out = _sigma_of_logsnr(lam)
+        out[0] = sigma_max  # the ends exactly (not through exp(−½·(−2 log σ)))
         if n > 1:
-            lam[-1] = lam_hi
-        return _sigma_of_logsnr(lam)
+            out[-1] = sigma_min
+        return out

@@ -1,0 +1,251 @@
+"""``noiselevels spacing list | show NAME | optimize``: sampling grids, printed in the formats users paste.
+
+* ``list``: every registered spacing with a one-line description.
+* ``show NAME --steps N [--sigma-min S --sigma-max S] [--param k=v ...] [--format F]``: the grid of N
+  steps as a table (i, σ_ve, λ, flow t), JSON, a diffusers ``set_timesteps(sigmas=[...])`` line or a
+  ComfyUI SIGMAS list. ``--param`` values are JSON (numbers, lists, true/false) or plain strings;
+  nested components take a name and dotted parameters, e.g.
+  ``--param schedule=ddpm --param schedule.beta_schedule=scaled_linear`` for ``uniform_t`` or
+  ``--param density=logit_normal --param density.std=1.0`` for ``from_density``.
+* ``optimize``: an optimised grid for a model or exact problem (implemented in
+  ``noiselevels.sampling.optimize``; see ``_add_optimize_arguments`` / ``_run_optimize``).
+
+The σ range defaults to the spacing's own (EDM's 0.002–80 for formula grids, the table's ends for
+AYS, custom grids and the diffusers index rules of discrete schedules).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("table", "json", "diffusers", "comfyui")
+NESTED = ("schedule", "density")  # parameters whose value names a component of another kind
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "spacing",
+        help="sampling grids: list them, show one (table / JSON / diffusers / ComfyUI), optimise one",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  noiselevels spacing list\n"
+            "  noiselevels spacing show karras --steps 18 --param rho=7\n"
+            "  noiselevels spacing show ays --steps 20 --param model=sdxl --format diffusers\n"
+            "  noiselevels spacing show uniform_t --steps 10 --param schedule=ddpm \\\n"
+            "      --param schedule.beta_schedule=scaled_linear --param schedule.beta_start=0.00085 \\\n"
+            "      --param schedule.beta_end=0.012 --param rule=trailing\n"
+            "  noiselevels spacing show from_density --steps 12 --param density=lognormal_sigma \\\n"
+            "      --format json\n"
+        ),
+    )
+    p.set_defaults(func=_no_action, _parser=p)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    pl = actions.add_parser("list", help="the registered spacings with a one-line description")
+    pl.set_defaults(func=run)
+
+    ps = actions.add_parser(
+        "show",
+        help="print the grid of one spacing",
+        description="Print the σ grid (N + 1 values, trailing 0) of one spacing.",
+    )
+    ps.add_argument("name", help="spacing name (see `noiselevels spacing list`)")
+    _add_grid_arguments(ps, steps_required=True)
+    ps.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a spacing parameter (JSON value or string; dotted keys for nested components; repeatable)",
+    )
+    ps.set_defaults(func=run)
+
+    po = actions.add_parser(
+        "optimize",
+        help="optimise a grid for a model / exact problem and a step budget",
+        description="Optimise the σ grid of N steps for a denoiser and a solver.",
+    )
+    _add_grid_arguments(po, steps_required=True)
+    _add_optimize_arguments(po)
+    po.set_defaults(func=run)
+
+
+def _add_grid_arguments(p: argparse.ArgumentParser, *, steps_required: bool) -> None:
+    p.add_argument("--steps", type=int, required=steps_required, metavar="N", help="number of steps (>= 1)")
+    p.add_argument(
+        "--sigma-min", type=float, metavar="S", help="smallest nonzero σ_ve (default: the spacing's)"
+    )
+    p.add_argument("--sigma-max", type=float, metavar="S", help="largest σ_ve (default: the spacing's)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+
+
+def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``spacing optimize`` beyond --steps/--sigma-min/--sigma-max/--format.
+
+    Placeholder: the owner of ``noiselevels.sampling.optimize`` adds the model / problem and solver
+    options here and implements ``_run_optimize``.
+    """
+
+
+def _no_action(args) -> int:
+    args._parser.print_help()
+    return 2
+
+
+def run(args) -> int:
+    if args.action == "list":
+        return _run_list(args)
+    if args.action == "show":
+        return _run_show(args)
+    if args.action == "optimize":
+        return _run_optimize(args)
+    raise ValueError(f"unknown spacing action {args.action!r}; valid actions: list, show, optimize")
+
+
+def _run_list(args) -> int:
+    from ..sampling.spacings import spacing_summaries
+
+    rows = spacing_summaries()
+    width = max(len(name) for name, _ in rows)
+    for name, summary in rows:
+        print(f"{name:<{width}}  {summary}")
+    return 0
+
+
+def _run_show(args) -> int:
+    from ..sampling.spacings import spacing
+
+    kw = parse_params(args.params)
+    s = spacing(args.name, **kw)
+    sigmas = s.sigmas(args.steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
+    print(format_grid(sigmas, fmt=args.format, title=s.describe(), component=s.to_dict()), end="")
+    return 0
+
+
+def _run_optimize(args) -> int:
+    """``spacing optimize``: to be implemented with ``noiselevels.sampling.optimize.optimize_spacing``.
+
+    Print the result with ``format_grid(sigmas, fmt=args.format, title=..., component=...)``.
+    """
+    raise ValueError(
+        "`noiselevels spacing optimize` is not implemented yet (see noiselevels.sampling.optimize)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# parameters and output
+# ----------------------------------------------------------------------------------------------
+def _parse_value(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(items: list[str]) -> dict:
+    """``["rho=7", "schedule=ddpm", "schedule.beta_end=0.012"]`` → keyword arguments of ``spacing``.
+
+    Values are JSON (numbers, lists, true/false, null) or else plain strings. A key in ``NESTED``
+    names a component (schedule / density) built from its name and its dotted ``key.param=value``
+    entries; lists become tuples.
+    """
+    flat: dict[str, object] = {}
+    nested: dict[str, dict[str, object]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param expects KEY=VALUE; got {item!r}")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ValueError(f"--param expects KEY=VALUE with a non-empty KEY; got {item!r}")
+        value = _parse_value(text.strip())
+        if isinstance(value, list):
+            value = tuple(value)
+        if "." in key:
+            head, _, sub = key.partition(".")
+            if head not in NESTED:
+                raise ValueError(
+                    f"dotted --param keys are for nested components ({', '.join(NESTED)}); got {key!r}"
+                )
+            nested.setdefault(head, {})[sub] = value
+        else:
+            if key in flat:
+                raise ValueError(f"--param {key!r} given twice")
+            flat[key] = value
+    for head in nested:
+        if head not in flat:
+            raise ValueError(f"--param {head}.<name>=... needs --param {head}=NAME as well")
+    for head in NESTED:
+        if head in flat:
+            name = flat[head]
+            if not isinstance(name, str):
+                raise ValueError(f"--param {head}= expects a {head} name; got {name!r}")
+            flat[head] = _build_nested(head, name, nested.get(head, {}))
+    return flat
+
+
+def _build_nested(kind: str, name: str, kw: dict):
+    if kind == "schedule":
+        from ..schedules import schedule
+
+        return schedule(name, **kw)
+    from ..training.densities import density
+
+    return density(name, **kw)
+
+
+def _num(x: float) -> str:
+    """Shortest round-trip repr of a float (0.0, 80.0, 0.002, ...)."""
+    return repr(float(x))
+
+
+def format_grid(sigmas, *, fmt: str = "table", title: str = "", component: dict | None = None) -> str:
+    """Render a σ_ve grid (n + 1 values, trailing 0) as text in one of ``FORMATS``.
+
+    ``table``: columns i, σ_ve, λ = −2 log σ, flow t = σ/(1 + σ). ``json``: an object with the steps,
+    the grid in σ, λ (+inf written as null) and flow t, and the spacing's ``to_dict()``. ``diffusers``:
+    a ``scheduler.set_timesteps(sigmas=[...])`` line (the list includes the trailing 0, as
+    ``EulerDiscreteScheduler`` expects). ``comfyui``: a comma-separated SIGMAS list.
+    """
+    import json
+    import math
+
+    import torch
+
+    from ..levels import flow_t, logsnr_from_sigma
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    lam = logsnr_from_sigma(sigma=s)
+    t = flow_t(logsnr=lam)
+    steps = s.numel() - 1
+    sig_list = [float(v) for v in s]
+    head = f"{title}, {steps} step{'s' if steps != 1 else ''}" if title else f"{steps} steps"
+    if fmt == "json":
+        obj = {
+            "spacing": component,
+            "steps": steps,
+            "sigmas": sig_list,
+            "logsnrs": [float(v) if math.isfinite(v) else None for v in lam.tolist()],
+            "flow_t": [float(v) for v in t],
+        }
+        return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    if fmt == "diffusers":
+        return (
+            f"# {head}: VE sigmas with the trailing 0, for schedulers that take custom sigmas\n"
+            f"# (e.g. EulerDiscreteScheduler; timesteps are derived from the model's own sigma table)\n"
+            f"scheduler.set_timesteps(sigmas=[{', '.join(_num(v) for v in sig_list)}])\n"
+        )
+    if fmt == "comfyui":
+        return f"# {head}: ComfyUI SIGMAS (VE sigmas, trailing 0)\n{', '.join(_num(v) for v in sig_list)}\n"
+    lines = [f"# {head}", f"{'i':>4}  {'sigma':>14}  {'logsnr':>12}  {'flow_t':>10}"]
+    for i, (sv, lv, tv) in enumerate(zip(sig_list, lam.tolist(), t.tolist())):
+        lam_text = "inf" if lv == math.inf else f"{lv + 0.0:.6f}"
+        lines.append(f"{i:>4}  {sv:>14.8g}  {lam_text:>12}  {tv:>10.6f}")
+    return "\n".join(lines) + "\n"
