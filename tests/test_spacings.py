@@ -257,6 +257,15 @@ def test_uniform_t_trailing_ten_steps_of_methods_md():
     assert s.timesteps(10).tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
 
 
+def test_uniform_t_trailing_with_zero_terminal_snr_starts_at_infinite_sigma():
+    sched = _ddpm(rescale_betas_zero_snr=True)
+    s = spacing("uniform_t", schedule=sched, rule="trailing")
+    sig, lam = s.sigmas(5), s.logsnrs(5)
+    assert sig[0] == math.inf and lam[0] == -math.inf and lam[-1] == math.inf
+    assert not torch.isnan(sig).any() and not torch.isnan(lam).any()
+    assert_close(lam[1:-1], sched.logsnr_table()[[799, 599, 399, 199]], rtol=1e-14, atol=0)
+
+
 def test_uniform_t_continuous_under_flow_is_uniform_in_flow_t():
     schedules = pytest.importorskip("noiselevels.schedules")
     s = spacing("uniform_t", schedule=schedules.schedule("flow"))

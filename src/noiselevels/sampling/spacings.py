@@ -552,7 +552,10 @@ class UniformT(Spacing):
       as EulerDiscreteScheduler does — DDIMScheduler rounds these to integers)
     * ``trailing``: k_i = round(T − i·T/N) − 1
 
-    The discrete rules take their σ range from the table (no sigma_min/sigma_max).
+    The discrete rules take their σ range from the table (no sigma_min/sigma_max). With a zero-terminal-SNR
+    table (``rescale_betas_zero_snr``) the grid starts at σ = inf (λ = −inf), exactly; a sampler on
+    VE-scaled x cannot start there (diffusers' Euler replaces ᾱ_T = 0 by 2⁻²⁴, σ ≈ 4096), one that
+    works in λ with a v / x₀ / flow prediction can.
     """
 
     schedule: Any = None
