@@ -1,0 +1,303 @@
+"""Each tool preset maps to the documented (process, parameterisation, p(λ), w(λ)); disagreements kept."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from noiselevels.analysis import compare
+from noiselevels.config import NoiseConfig
+from noiselevels.levels import flow_t
+from noiselevels.presets import (
+    PRESETS,
+    AiToolkitWeighted,
+    KohyaWeighting,
+    describe_preset,
+    list_presets,
+    preset,
+)
+from noiselevels.schedules import flux_mu
+from noiselevels.training.densities import density
+
+LAM = torch.linspace(-9.0, 9.0, 361, dtype=torch.float64)
+SNR = torch.exp(LAM)
+FLOW_F = (1 + torch.exp(-LAM / 2)) ** 2  # flow loss → ε units
+V_F = 1 + torch.exp(-LAM)  # v loss (vp) → ε units
+
+
+def normal_logpdf(x, mean, std):
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
+
+
+def test_vocabularies_present():
+    names = set(list_presets())
+    expected = {
+        "ai-toolkit:" + n
+        for n in (
+            "linear",
+            "sigmoid",
+            "weighted",
+            "shift",
+            "lognorm_blend",
+            "content",
+            "style",
+            "snr_gamma",
+            "min_snr_gamma",
+        )
+    }
+    expected |= {
+        "kohya:" + n
+        for n in (
+            "uniform",
+            "sigmoid",
+            "shift",
+            "flux_shift",
+            "sigma",
+            "ddpm",
+            "min_snr_gamma",
+            "debiased_estimation_loss",
+            "scale_v_pred_loss_like_noise_pred",
+            "v_pred_like_loss",
+        )
+    }
+    expected |= {
+        "diffusers:" + n for n in ("sd3", "logit_normal", "mode", "cosmap", "sigma_sqrt", "none", "snr_gamma")
+    }
+    expected |= {
+        "onetrainer:" + n
+        for n in ("uniform", "logit_normal", "heavy_tail", "beta", "cos_map", "sigmoid", "inverted_parabola")
+    }
+    expected |= {"simpletuner:" + n for n in ("sigmoid", "uniform", "beta", "snr_gamma")}
+    assert expected <= names
+    assert set(list_presets("kohya")) == {n for n in names if n.startswith("kohya:")}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_round_trips(name):
+    cfg = preset(name)
+    assert cfg.preset == name and cfg.description
+    W = cfg.effective_weighting()(LAM)
+    assert torch.isfinite(W).all() and (W >= 0).all() and (W > 0).any()
+    assert NoiseConfig.from_dict(cfg.to_dict()) == cfg
+    assert name in describe_preset(name)
+
+
+def test_unknown_preset_and_param():
+    with pytest.raises(ValueError, match=r"unknown preset 'kohya:sigmoidd'; valid presets: .*kohya:sigmoid"):
+        preset("kohya:sigmoidd")
+    with pytest.raises(
+        ValueError, match=r"unknown parameter.*'sigmoid_scal'.*valid parameters: sigmoid_scale"
+    ):
+        preset("kohya:sigmoid", sigmoid_scal=1.0)
+    with pytest.raises(ValueError, match="sigmoid_scale must be > 0"):
+        preset("kohya:sigmoid", sigmoid_scale=-1.0)
+    with pytest.raises(ValueError, match="unknown weighting_scheme 'sigma'"):
+        preset("kohya:sigmoid", weighting_scheme="sigma")
+    with pytest.raises(ValueError, match="unknown tool"):
+        list_presets("comfy")
+
+
+# -- logit-normal family: sigmoid(k·n) ⇒ λ ~ N(−2·mean, (2k)²) ---------------------------------------
+@pytest.mark.parametrize("k", [0.5, 1.0, 1.7])
+def test_kohya_sigmoid_is_logit_normal(k):
+    cfg = preset("kohya:sigmoid", sigmoid_scale=k)
+    assert (cfg.process, cfg.parameterization) == ("flow", "flow")
+    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, 0.0, 2 * k))
+    assert_close(cfg.weighting(LAM), FLOW_F)  # --weighting_scheme none: the plain flow loss
+
+
+def test_kohya_shift_and_flux_shift():
+    cfg = preset("kohya:shift", sigmoid_scale=1.0, discrete_flow_shift=3.0)
+    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, -2 * math.log(3.0), 2.0))
+    mu = flux_mu(4096)
+    assert mu == pytest.approx(1.15)
+    cfg = preset("kohya:flux_shift", image_seq_len=4096)
+    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, -2 * mu, 2.0))
+    # sampled σ = S(sigmoid(n); 3) really has this density: compare with the draw made the kohya way
+    g = torch.Generator().manual_seed(0)
+    s0 = torch.sigmoid(torch.randn(200_000, generator=g, dtype=torch.float64))
+    s = 3 * s0 / (1 + 2 * s0)
+    lam = 2 * torch.log((1 - s) / s)
+    assert float(lam.mean()) == pytest.approx(-2 * math.log(3.0), abs=0.02)
+    assert float(lam.std()) == pytest.approx(2.0, abs=0.02)
+
+
+def test_same_name_same_thing_across_tools():
+    base = preset("kohya:sigmoid")
+    for other in ("ai-toolkit:sigmoid", "simpletuner:sigmoid", "onetrainer:logit_normal"):
+        c = compare(base, preset(other))
+        assert c.tv == 0.0, other
+    assert compare(preset("kohya:shift"), preset("simpletuner:sigmoid", flow_schedule_shift=3.0)).tv < 1e-12
+    # OneTrainer's LOGIT_NORMAL has std w + 1
+    ot = preset("onetrainer:logit_normal", noising_weight=0.5, noising_bias=0.2)
+    assert_close(ot.density.log_prob(LAM), normal_logpdf(LAM, -0.4, 3.0))
+
+
+def test_onetrainer_sigmoid_is_not_logit_normal():
+    ot, ko = preset("onetrainer:sigmoid"), preset("kohya:sigmoid")
+    assert ot.density.name == "sigmoid_t" and ko.density.name == "logit_normal"
+    assert compare(ot, ko).tv_density > 0.2
+    # q(t) ∝ sigmoid(w(t − ½)) over flow t: the density over λ is q(t)·t(1 − t)/2
+    w = 1.0
+    t = flow_t(logsnr=LAM)
+    z = (math.log1p(math.exp(w / 2)) - math.log1p(math.exp(-w / 2))) / w
+    assert_close(ot.density.prob(LAM), torch.sigmoid(w * (t - 0.5)) / z * t * (1 - t) / 2)
+
+
+# -- ai-toolkit --------------------------------------------------------------------------------------
+def test_ai_toolkit_linear_and_shift():
+    W = preset("ai-toolkit:linear").effective_weighting()
+    assert_close(W(LAM), 0.5 * torch.exp(-LAM / 2))
+    mu = flux_mu(4096, max_shift=1.16)
+    assert mu == pytest.approx(1.16)
+    cfg = preset("ai-toolkit:shift", image_seq_len=4096)
+    assert_close(cfg.density.prob(LAM), 0.125 / torch.cosh((LAM + 2 * mu) / 4) ** 2)
+    # kohya's flux_shift uses 1.15: the two disagree by 2·0.01 in λ
+    assert preset("ai-toolkit:shift", shift=3.0).density.prob(LAM).shape == LAM.shape
+
+
+def test_ai_toolkit_weighted_shape():
+    w = AiToolkitWeighted()
+    sig = torch.tensor([1e-9, 0.15, 0.2, 0.3, 0.55, 0.88, 1 - 1e-9], dtype=torch.float64)
+    lam = 2 * torch.log((1 - sig) / sig)
+    assert_close(
+        w(lam), torch.tensor([0.45, 0.72, 0.72, 0.72, 1.0, 1.5, 0.9], dtype=torch.float64), atol=0.05, rtol=0
+    )
+    sigs = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    vals = w(2 * torch.log((1 - sigs) / sigs))
+    assert float(sigs[int(vals.argmax())]) == pytest.approx(0.88, abs=0.011)
+    cfg = preset("ai-toolkit:weighted")
+    assert_close(cfg.weighting(LAM), w(LAM) * FLOW_F)
+
+
+def test_ai_toolkit_content_style():
+    t = flow_t(logsnr=LAM)
+    # style: σ = u³ ⇒ P(σ ≤ s) = s^(1/3); cdf over λ (increasing, clean end) = P(σ ≥ t) = 1 − t^(1/3)
+    assert_close(preset("ai-toolkit:style").density.cdf(LAM), 1 - t ** (1 / 3))
+    # content: σ = 1 − u³ ⇒ P(σ ≥ t) = P(u³ ≤ 1 − t) = (1 − t)^(1/3)
+    assert_close(preset("ai-toolkit:content").density.cdf(LAM), (1 - t) ** (1 / 3))
+
+
+def test_ai_toolkit_lognorm_blend_is_a_mixture():
+    d = preset("ai-toolkit:lognorm_blend").density
+    assert d.name == "mixture" and d.weights == pytest.approx((0.75, 0.25))
+
+
+def test_ai_toolkit_snr_gamma_vs_min_snr_gamma():
+    s = preset("ai-toolkit:snr_gamma", gamma=5.0).weighting(LAM)
+    m = preset("ai-toolkit:min_snr_gamma", gamma=5.0).weighting(LAM)
+    assert_close(s, 5.0 / SNR)  # unclamped
+    assert_close(m, torch.clamp(5.0 / SNR, max=1.0))
+    # no v variant: min(γ/SNR, 1) multiplies the v loss;
+    # kohya/diffusers' v formula is min-SNR in ε units
+    mv = preset("ai-toolkit:min_snr_gamma", gamma=5.0, prediction_type="v_prediction").weighting(LAM)
+    kv = preset("kohya:min_snr_gamma", gamma=5.0, v_parameterization=True).weighting(LAM)
+    assert_close(mv, kv * V_F)
+
+
+# -- kohya DDPM flags --------------------------------------------------------------------------------
+def test_kohya_min_snr_is_min_snr_for_eps_and_v():
+    e = preset("kohya:min_snr_gamma", gamma=5.0).weighting(LAM)
+    v = preset("kohya:min_snr_gamma", gamma=5.0, v_parameterization=True).weighting(LAM)
+    assert_close(e, torch.clamp(SNR, max=5.0) / SNR)
+    assert_close(v, e)
+    assert_close(
+        preset("diffusers:snr_gamma", snr_gamma=5.0, prediction_type="v_prediction").weighting(LAM), e
+    )
+
+
+def test_debiased_disagreement_kohya_vs_onetrainer():
+    lam = LAM[LAM < math.log(1000.0)]
+    snr = torch.exp(lam)
+    assert_close(preset("kohya:debiased_estimation_loss").weighting(lam), 1 / torch.sqrt(snr))
+    kohya_v = preset("kohya:debiased_estimation_loss", v_parameterization=True).weighting(lam)
+    assert_close(kohya_v, 1 / snr)  # 1/(SNR + 1) on the v loss
+    ot_v = preset("onetrainer:uniform", loss_weight_fn="DEBIASED_ESTIMATION", model="v").weighting(lam)
+    assert_close(ot_v, torch.sqrt(snr + 1) / snr)  # 1/√(SNR + 1) on the v loss
+    assert not torch.allclose(kohya_v, ot_v)
+
+
+def test_kohya_v_scalings():
+    lam = LAM[LAM < math.log(1000.0)]
+    snr = torch.exp(lam)
+    assert_close(preset("kohya:scale_v_pred_loss_like_noise_pred").weighting(lam), torch.ones_like(lam))
+    assert_close(
+        preset("kohya:v_pred_like_loss", v_pred_like_loss=0.2).weighting(lam), 1 + 0.2 * (snr + 1) / snr
+    )
+
+
+def test_kohya_chain_multiplies_in_target_units():
+    lam = LAM[LAM < math.log(1000.0)]
+    snr = torch.exp(lam)
+    w = KohyaWeighting(min_snr_gamma=5.0, debiased_estimation_loss=True, v_prediction=True)
+    on_v = torch.clamp(snr, max=5.0) / (snr + 1) / (snr + 1)
+    assert_close(w(lam), on_v * (1 + torch.exp(-lam)))
+    w = KohyaWeighting(min_snr_gamma=5.0, v_pred_like_loss=0.1)
+    assert_close(w(lam), torch.clamp(snr, max=5.0) / snr * (1 + 0.1 * (snr + 1) / snr))
+    with pytest.raises(ValueError, match="min_snr_gamma must be >= 0"):
+        KohyaWeighting(min_snr_gamma=-1.0)
+
+
+def test_kohya_min_max_timestep_truncates():
+    cfg = preset("kohya:ddpm", min_timestep=100, max_timestep=900)
+    sched = cfg.schedule
+    lo = float(sched.logsnr(torch.tensor(0.9, dtype=torch.float64)))
+    hi = float(sched.logsnr(torch.tensor(0.1, dtype=torch.float64)))
+    assert cfg.density.support == pytest.approx((lo, hi))
+    # inside, the density is uniform in t: the same shape as the untruncated one, scaled by 1/0.8
+    full = preset("kohya:ddpm").density
+    lam = torch.linspace(lo + 0.01, hi - 0.01, 50, dtype=torch.float64)
+    assert_close(cfg.density.prob(lam), full.prob(lam) / 0.8)
+    with pytest.raises(ValueError, match="min_timestep < max_timestep"):
+        preset("kohya:ddpm", min_timestep=500, max_timestep=100)
+
+
+# -- diffusers SD3: one name for both functions --------------------------------------------------------
+def test_diffusers_one_name_two_functions():
+    none, cosmap, sigma_sqrt = (
+        preset("diffusers:none"),
+        preset("diffusers:cosmap"),
+        preset("diffusers:sigma_sqrt"),
+    )
+    # the density function silently falls back to uniform for cosmap / sigma_sqrt
+    assert cosmap.density == none.density == sigma_sqrt.density
+    assert none.density.name == "uniform_t"
+    # the weight function falls back to 1 for logit_normal / mode (on the preconditioned x0 loss)
+    ln = preset("diffusers:logit_normal")
+    assert ln.density.name == "logit_normal"
+    assert_close(ln.weighting(LAM), torch.exp(-LAM))  # weight 1 on the x0 loss
+    assert_close(preset("diffusers:mode").weighting(LAM), torch.exp(-LAM))
+    # sigma_sqrt on the x0 loss is exactly the plain flow loss
+    assert_close(sigma_sqrt.weighting(LAM), FLOW_F)
+    # without preconditioning the weight multiplies the flow loss: σ⁻²·(1 + e^(−λ/2))²
+    s = flow_t(logsnr=LAM)
+    raw = preset("diffusers:sigma_sqrt", precondition_outputs=False).weighting(LAM)
+    assert_close(raw, FLOW_F / s**2)
+    c = flow_t(logsnr=LAM)
+    assert_close(cosmap.weighting(LAM), 2 / (math.pi * (1 - 2 * c + 2 * c * c)) * torch.exp(-LAM))
+
+
+def test_diffusers_sd3_shift_moves_logit_normal():
+    cfg = preset("diffusers:sd3", weighting_scheme="logit_normal", logit_mean=0.5, logit_std=1.2, shift=3.0)
+    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, -2 * (0.5 + math.log(3.0)), 2.4))
+    mode = preset("diffusers:sd3", weighting_scheme="mode", mode_scale=1.29, shift=3.0).density
+    base = density("mode", scale=1.29)
+    assert_close(mode.log_prob(LAM), base.log_prob(LAM + 2 * math.log(3.0)))
+
+
+# -- OneTrainer ------------------------------------------------------------------------------------------
+def test_onetrainer_distributions():
+    assert preset("onetrainer:heavy_tail", noising_weight=1.29).density == density("mode", scale=1.29)
+    assert preset("onetrainer:cos_map").density == density("cosmap")
+    assert preset("onetrainer:beta", noising_weight=2.0, noising_bias=3.0).density == density(
+        "beta", a=2.0, b=3.0
+    )
+    ip = preset("onetrainer:inverted_parabola", noising_weight=2.0, noising_bias=0.1).density
+    assert ip == density("inverted_parabola", weight=2.0, bias=0.1)
+    shifted = preset("onetrainer:logit_normal", timestep_shift=2.0).density
+    assert_close(shifted.log_prob(LAM), normal_logpdf(LAM, -2 * math.log(2.0), 2.0))
+    p2 = preset("onetrainer:uniform", loss_weight_fn="P2", loss_weight_strength=1.0).weighting(LAM)
+    assert_close(p2, FLOW_F / (1 + SNR))
+    with pytest.raises(ValueError, match="unknown loss_weight_fn 'SIGMA'"):
+        preset("onetrainer:uniform", loss_weight_fn="SIGMA")
