@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from noiselevels.levels import alpha_sigma, broadcast
-from noiselevels.parameterization import parameterization
+from noiselevels.parameterizations import parameterization
 from noiselevels.sampling.denoiser import as_denoiser
 from noiselevels.sampling.solvers import solve
 from noiselevels.sampling.toy import gaussian

@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 from noiselevels.components import from_dict
 from noiselevels.levels import alpha_sigma, broadcast
-from noiselevels.parameterization import parameterization
+from noiselevels.parameterizations import parameterization
 from noiselevels.training.densities import density
 from noiselevels.training.objective import Objective, ObjectiveOutput
 from noiselevels.training.weightings import weighting

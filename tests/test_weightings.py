@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 from noiselevels.components import Density, Weighting, from_dict
 from noiselevels.levels import alpha_sigma, broadcast
-from noiselevels.parameterization import parameterization
+from noiselevels.parameterizations import parameterization
 from noiselevels.training.weightings import WEIGHTINGS, in_units, product, scaled, weighting
 
 F64 = torch.float64

@@ -77,7 +77,7 @@ _KIND_OF_KEY = {
 def _registries() -> dict[str, Registry]:
     """The registries, with every module that registers components imported."""
     from . import presets, schedules  # noqa: F401  (registration side effects)
-    from .parameterization import PARAMETERIZATIONS
+    from .parameterizations import PARAMETERIZATIONS
     from .training import densities, weightings  # noqa: F401
 
     return {
@@ -259,7 +259,7 @@ class NoiseConfig:
 
     def objective(self):
         """The training loss ``noiselevels.training.objective.Objective`` for this configuration."""
-        from .parameterization import parameterization
+        from .parameterizations import parameterization
         from .training.objective import Objective
 
         return Objective(

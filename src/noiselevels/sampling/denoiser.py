@@ -47,7 +47,7 @@ class ModelDenoiser:
         uncond: Mapping[str, Any] | None = None,
         cond: Mapping[str, Any] | None = None,
     ):
-        from ..parameterization import parameterization as make_param
+        from ..parameterizations import parameterization as make_param
 
         self.model = model
         self.process = check_process(process)

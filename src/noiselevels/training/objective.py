@@ -11,7 +11,7 @@ For a batch x₀ of shape (B, …) the objective (Kingma & Gao 2023, eq. 4; EDM'
    which returns a prediction of the parameterisation's target;
 4. returns the per-sample loss w(λ)·‖ε̂ − ε‖² in ε-MSE units, computed as
    (w(λ)/f(λ))·mean((pred − target)²) with f = ``parameterization.loss_factor`` (the identities
-   ‖pred − target‖² = f(λ)·‖ε̂ − ε‖² are exact, see ``noiselevels.parameterization``).
+   ‖pred − target‖² = f(λ)·‖ε̂ − ε‖² are exact, see ``noiselevels.parameterizations``).
 
 Random draws use ``generator`` in a fixed order: λ (``density.sample``), then ε, then the offset
 noise, so a run is reproducible from the generator's seed.
@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..components import Component, Density, Weighting, _registry_of, check_positive
 from ..levels import alpha_sigma, broadcast, check_process
-from ..parameterization import Parameterization, parameterization
+from ..parameterizations import Parameterization, parameterization
 from .weightings import weighting as _weighting
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]

@@ -72,7 +72,7 @@ from torch.nn.functional import logsigmoid
 
 from ..components import WEIGHTINGS, Density, Weighting, check_finite, check_positive
 from ..levels import check_process, to_tensor
-from ..parameterization import Parameterization, parameterization
+from ..parameterizations import Parameterization, parameterization
 
 __all__ = ["WEIGHTINGS", "in_units", "product", "scaled", "weighting"]
 

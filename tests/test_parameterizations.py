@@ -1,4 +1,4 @@
-"""Tests for noiselevels.parameterization: round trips, ε-unit factors, EDM preconditioning."""
+"""Tests for noiselevels.parameterizations: round trips, ε-unit factors, EDM preconditioning."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.testing import assert_close
 
 from noiselevels.components import from_dict
 from noiselevels.levels import alpha_sigma, broadcast
-from noiselevels.parameterization import (
+from noiselevels.parameterizations import (
     PARAMETERIZATIONS,
     edm_preconditioning,
     parameterization,
