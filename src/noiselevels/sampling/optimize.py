@@ -1,0 +1,349 @@
+"""Optimise the σ grid of a sampler for a given denoiser, solver and step budget.
+
+``optimize_spacing(denoiser, steps=N, solver=..., sigma_min=, sigma_max=, x0=..., generator=...)``
+returns N + 1 VE noise levels (float64, decreasing, trailing 0) whose first value is σ_max and whose
+last nonzero value is σ_min; the N − 2 levels in between are chosen to minimise one of two criteria:
+
+``"solve_error"`` (deterministic solvers: euler, heun, dpmpp_2m, lms)
+    The root-mean-square distance, over a fixed batch of starting points x_T = σ_max·ε, between the
+    N-step solve and the exact end point of the probability-flow ODE on [σ_min, σ_max]:
+    E = √(mean ‖solve(x_T; grid) − x*‖²), x* = D(x(σ_min), σ_min) for a grid ending in 0 (the solvers'
+    last step, σ_min → 0, is that denoising step), where x(σ_min) is a fine adaptive solve
+    (``toy.ode_solve``, Dormand–Prince 5(4) in log σ) or a given ``reference``. Every grid with these end
+    points converges to x* as N grows, so E is the discretisation error alone.
+``"klub"`` (stochastic solvers: euler_ancestral, edm_stochastic, dpmpp_2m_sde)
+    The Align-Your-Steps upper bound on the KL divergence between the reverse SDE and its discretisation
+    with the denoiser frozen over each step (Sabour et al. 2024, "Align your steps", Theorem 3.1, with
+    σ(t) = t): Σ_i ∫_{σ_{i+1}}^{σ_i} σ⁻³ E‖D(x_σ, σ) − D(x_{σ_i}, σ_i)‖² dσ over the nonzero intervals,
+    where (x_σ, x_{σ_i}) are two points of one forward path: x_σ = x₀ + σε₁, x_{σ_i} = x_σ + √(σ_i² − σ²)·ε₂
+    (the reverse SDE has the same path law). Monte Carlo with x₀ from ``x0`` and σ = σ_{i+1}(σ_i/σ_{i+1})^v,
+    v ~ U(0, 1) per sample and interval (so the integrand is σ⁻²·Δlog σ·E‖·‖²), per element.
+
+All random draws (noise, data, v) are made once from ``generator`` (common random numbers), which makes
+the criterion a smooth deterministic function of the grid and the result deterministic for a seed.
+
+**Search.** The movable levels (the interior ones, and the last nonzero one unless
+``optimize_last=False``) are parameterised by u_i = log σ_i, which keeps them positive; order is kept by
+construction: a move of u_i goes a fraction f_i ∈ (0, 1) of the way to the bound set by one of its
+neighbours (less ``min_log_step``; σ_min below the last level), so the grid stays strictly decreasing and
+never leaves [σ_min, σ_max]. A coordinate-wise pattern search (the local search of AYS, made adaptive):
+for each movable level in turn try both directions with its own f_i, keep the better move if it lowers
+the criterion and grow f_i ×1.5 (at most 0.5), else halve f_i; stop after ``iters`` sweeps or when every
+f_i < ``tol``. The search needs no gradients (any denoiser works, ``torch.no_grad`` models too) and
+costs about 2·(N − 1) solves per sweep. ``init`` may name several spacings; the search starts from the
+best of them.
+
+With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
+the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and on a grid pinned at
+σ_min = 0.002 that step is nearly wasted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .solvers import SOLVERS, Solver, solve
+
+__all__ = ["DEFAULT_INITS", "SpacingResult", "optimize_spacing", "solve_error"]
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+_CRITERIA = ("auto", "solve_error", "klub")
+#: the spacings the search starts from by default (the best of them on the criterion)
+DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpacingResult:
+    """What ``optimize_spacing(..., return_info=True)`` returns.
+
+    sigmas / init_sigmas: float64 (steps + 1,) grids (trailing 0); error_before / error_after: the
+    criterion at the initial and final grid (on the optimisation batch); history: the criterion after
+    each sweep; evaluations: number of criterion evaluations; seconds: wall time.
+    """
+
+    sigmas: Tensor
+    init_sigmas: Tensor
+    criterion: str
+    solver: str
+    error_before: float
+    error_after: float
+    history: tuple[float, ...]
+    evaluations: int
+    seconds: float
+
+    @property
+    def improvement(self) -> float:
+        """error_before / error_after (≥ 1)."""
+        return self.error_before / self.error_after if self.error_after > 0 else math.inf
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}; got {value!r}")
+    return value
+
+
+def _check_range(sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0; got {v!r}")
+    if not sigma_min < sigma_max:
+        raise ValueError(
+            f"sigma_min must be < sigma_max; got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    return float(sigma_min), float(sigma_max)
+
+
+def _initial_grid(init: Any, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+    if isinstance(init, str):
+        from .spacings import spacing
+
+        grid = spacing(init).sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max)
+    else:
+        grid = torch.as_tensor(init, dtype=torch.float64).clone()
+        if grid.shape != (steps + 1,):
+            raise ValueError(
+                f"init grid must have steps + 1 = {steps + 1} values; got shape {tuple(grid.shape)}"
+            )
+    grid = grid.to(torch.float64).clone()
+    grid[0], grid[-1] = sigma_max, 0.0
+    if steps >= 2:
+        grid[-2] = sigma_min
+    if not (grid[1:] < grid[:-1]).all():
+        raise ValueError(
+            f"init grid must be strictly decreasing from sigma_max to sigma_min; got {grid.tolist()}"
+        )
+    return grid
+
+
+def solve_error(
+    denoiser: Denoiser,
+    sigmas: Tensor,
+    x_T: Tensor,
+    target: Tensor,
+    *,
+    solver: str | Solver = "heun",
+    generator_seed: int | None = None,
+) -> float:
+    """√(mean (solve(x_T; sigmas) − target)²) over every element of the batch (float)."""
+    gen = None
+    if generator_seed is not None:
+        gen = torch.Generator(device=x_T.device).manual_seed(generator_seed)
+    with torch.no_grad():
+        out = solve(denoiser, x_T, sigmas=sigmas, solver=solver, generator=gen)
+    return float(((out.to(torch.float64) - target.to(torch.float64)) ** 2).mean().sqrt())
+
+
+def _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, rtol):
+    from .toy import ode_solve
+
+    with torch.no_grad():
+        if reference is None:
+            x_min = ode_solve(denoiser, x_T, sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=rtol)
+        else:
+            x_min = reference(x_T, sigma_max=sigma_max, sigma_min=sigma_min)
+        x_min = x_min.to(x_T.dtype)
+        return denoiser(x_min, x_min.new_full((x_min.shape[0],), sigma_min))
+
+
+def _klub_criterion(denoiser, x0: Tensor, steps: int, generator) -> Callable[[list[float]], float]:
+    """The AYS bound as a function of the nonzero grid (Python floats), with draws fixed now."""
+    n_int = steps - 1  # intervals between nonzero levels
+    b = x0.shape[0]
+    eps1 = torch.randn((n_int, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
+    eps2 = torch.randn((n_int, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
+    v = torch.rand((n_int, b), generator=generator, dtype=torch.float64)
+    ones = x0.new_ones(b)
+    shape = (b, *([1] * (x0.ndim - 1)))
+
+    def criterion(nonzero: list[float]) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for i in range(n_int):
+                hi, lo = nonzero[i], nonzero[i + 1]
+                dlog = math.log(hi / lo)
+                sig = lo * torch.exp(v[i] * dlog)  # (B,) float64
+                s = sig.to(x0.dtype).reshape(shape)
+                x_s = x0 + s * eps1[i]
+                x_hi = x_s + torch.sqrt(hi**2 - sig**2).to(x0.dtype).reshape(shape) * eps2[i]
+                d = denoiser(x_s, sig.to(x0.dtype)) - denoiser(x_hi, ones * hi)
+                per = (d.to(torch.float64) ** 2).reshape(b, -1).mean(1)
+                total += float((per * dlog / sig**2).mean())
+        return total
+
+    return criterion
+
+
+def optimize_spacing(
+    denoiser: Denoiser,
+    *,
+    steps: int,
+    solver: str | Solver = "heun",
+    sigma_min: float,
+    sigma_max: float,
+    x0: Tensor | None = None,
+    shape: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    init: str | Tensor | Sequence[float] | Sequence[str] = DEFAULT_INITS,
+    num_samples: int = 256,
+    iters: int = 40,
+    optimize_last: bool = True,
+    min_log_step: float | None = None,
+    tol: float = 1e-3,
+    criterion: str = "auto",
+    reference: Callable[..., Tensor] | None = None,
+    reference_rtol: float = 1e-7,
+    dtype: torch.dtype = torch.float64,
+    return_info: bool = False,
+    callback: Callable[[int, float, Tensor], None] | None = None,
+) -> Tensor | SpacingResult:
+    """An N-step σ grid for ``denoiser`` and ``solver`` minimising the sampling error (module docstring).
+
+    Args:
+        denoiser: D(x, σ) → x̂₀ (k-diffusion contract; ``as_denoiser`` wraps a trained model).
+        steps: N ≥ 1 (N ≤ 2 leaves nothing to optimise: the grid is (σ_max, [σ_min,] 0)).
+        solver: a solver name or instance; deterministic ones use ``"solve_error"``, stochastic ones
+            ``"klub"`` (``criterion="auto"``).
+        sigma_min, sigma_max: the fixed end levels, 0 < σ_min < σ_max.
+        x0: examples of the data, (B, ...): gives the shape (and the device) of the samples; required
+            for ``"klub"`` (the bound is taken over forward-noised data), at most ``num_samples`` used.
+        shape: the shape of one sample, when ``x0`` is not given.
+        generator: the source of every random draw (deterministic result for a seeded generator).
+        init: the starting grid: a spacing name (``karras``, ``exponential``, ...), a grid of N + 1
+            values, or a list of names (start from the best of them; default ``DEFAULT_INITS``).
+        num_samples: batch size of the criterion (starting points or data draws).
+        iters: maximum number of sweeps of the coordinate search; tol: the smallest move fraction.
+        optimize_last: also move the last nonzero level (within [σ_min, its upper neighbour)):
+            σ_min is then the lowest level the grid may visit rather than a level it must visit.
+        min_log_step: the smallest allowed log(σ_i/σ_{i+1}) between nonzero levels (default: 5 % of
+            the uniform step); keeps multistep solvers away from degenerate step-size ratios.
+        reference: ``reference(x_T, sigma_max=, sigma_min=)`` → x(σ_min) (e.g. a toy problem's
+            ``reference_solve``); default: an adaptive solve with rtol = atol = ``reference_rtol``.
+        dtype: the dtype of the optimisation batch (float64 by default; use float32 for networks).
+        return_info: return a ``SpacingResult`` instead of the grid.
+        callback: called after each sweep with (sweep, criterion, grid).
+
+    Returns:
+        float64 tensor (steps + 1,), decreasing, trailing 0 — or a ``SpacingResult``.
+    """
+    t_start = time.perf_counter()
+    steps = _check_int("steps", steps, 1)
+    sigma_min, sigma_max = _check_range(sigma_min, sigma_max)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    iters = _check_int("iters", iters, 0)
+    if not (isinstance(tol, (int, float)) and 0 < tol < 0.5):
+        raise ValueError(f"tol must be in (0, 0.5); got {tol!r}")
+    if criterion not in _CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(_CRITERIA)}")
+    method = solver if isinstance(solver, Solver) else SOLVERS.create(solver)
+    solver_name = method.name
+    if criterion == "auto":
+        criterion = "klub" if method.stochastic else "solve_error"
+    if x0 is None and shape is None:
+        raise ValueError("give x0 (examples of the data) or shape (the shape of one sample)")
+    if x0 is not None and (not isinstance(x0, Tensor) or x0.ndim < 2):
+        raise ValueError("x0 must be a tensor of examples with shape (B, ...)")
+    if criterion == "klub" and x0 is None:
+        raise ValueError("the 'klub' criterion (stochastic solvers) needs x0, examples of the data")
+    device = x0.device if x0 is not None else torch.device("cpu")
+    sample_shape = tuple(x0.shape[1:]) if x0 is not None else tuple(int(s) for s in shape)
+
+    # --- the starting grid ----------------------------------------------------------------------
+    names = [init] if isinstance(init, str) else list(init) if _is_name_list(init) else None
+    candidates = (
+        [_initial_grid(n, steps, sigma_min, sigma_max) for n in names]
+        if names is not None
+        else [_initial_grid(init, steps, sigma_min, sigma_max)]
+    )
+
+    # --- the criterion, with all draws fixed ------------------------------------------------------
+    if criterion == "solve_error":
+        noise = torch.randn((num_samples, *sample_shape), generator=generator, dtype=dtype)
+        x_T = (noise * sigma_max).to(device)
+        target = _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, reference_rtol)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if method.stochastic else None
+
+        def evaluate(nonzero: list[float]) -> float:
+            grid = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
+            return solve_error(denoiser, grid, x_T, target, solver=method, generator_seed=seed)
+
+    else:
+        if x0.shape[0] > num_samples:
+            idx = torch.randperm(x0.shape[0], generator=generator)[:num_samples]
+            data = x0[idx.to(x0.device)]
+        else:
+            data = x0
+        klub = _klub_criterion(denoiser, data.to(dtype), steps, generator)
+
+        def evaluate(nonzero: list[float]) -> float:
+            return klub(nonzero)
+
+    scored = [(evaluate(g[:-1].tolist()), g) for g in candidates]
+    evaluations = len(scored)
+    best_err, init_grid = min(scored, key=lambda p: p[0])
+    nonzero = init_grid[:-1].tolist()
+    error_before = best_err
+
+    # --- coordinate-wise pattern search in log σ ----------------------------------------------------
+    history: list[float] = []
+    n_nonzero = len(nonzero)
+    movable = list(range(1, n_nonzero - 1)) + ([n_nonzero - 1] if optimize_last and n_nonzero >= 2 else [])
+    if min_log_step is None:
+        min_log_step = 0.05 * math.log(sigma_max / sigma_min) / max(n_nonzero - 1, 1)
+    min_gap = float(min_log_step)
+    frac = [0.25] * n_nonzero
+    log_floor = math.log(sigma_min)
+    for sweep in range(iters):
+        if not movable or all(frac[i] < tol for i in movable):
+            break
+        for i in movable:
+            if frac[i] < tol:
+                continue
+            u = math.log(nonzero[i])
+            u_hi = math.log(nonzero[i - 1]) - min_gap
+            u_lo = math.log(nonzero[i + 1]) + min_gap if i + 1 < n_nonzero else log_floor
+            best_move = None
+            for bound in (u_hi, u_lo):
+                new_u = u + frac[i] * (bound - u)
+                if not u_lo <= new_u <= u_hi or abs(new_u - u) < 1e-12:
+                    continue
+                trial = list(nonzero)
+                trial[i] = math.exp(new_u)
+                err = evaluate(trial)
+                evaluations += 1
+                if err < best_err and (best_move is None or err < best_move[0]):
+                    best_move = (err, trial)
+            if best_move is not None:
+                best_err, nonzero = best_move
+                frac[i] = min(0.5, frac[i] * 1.5)
+            else:
+                frac[i] *= 0.5
+        history.append(best_err)
+        if callback is not None:
+            callback(sweep, best_err, torch.tensor([*nonzero, 0.0], dtype=torch.float64))
+
+    sigmas = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
+    if not return_info:
+        return sigmas
+    return SpacingResult(
+        sigmas=sigmas,
+        init_sigmas=init_grid,
+        criterion=criterion,
+        solver=solver_name,
+        error_before=error_before,
+        error_after=best_err,
+        history=tuple(history),
+        evaluations=evaluations,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _is_name_list(init: Any) -> bool:
+    return isinstance(init, (list, tuple)) and len(init) > 0 and all(isinstance(n, str) for n in init)
