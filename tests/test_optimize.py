@@ -106,3 +106,18 @@ def test_bad_input(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         optimize_spacing(gaussian(2).denoiser, **args)
+
+
+def test_cli_spacing_optimize(capsys):
+    from noiselevels.cli import main
+
+    rc = main(["spacing", "optimize", "--problem", "gaussian", "--steps", "4", "--solver", "euler",
+               "--iters", "2", "--num-samples", "16", "--format", "json"])
+    assert rc == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == 4 and out["sigmas"][0] == 80.0 and out["sigmas"][-1] == 0.0
+    assert out["spacing"]["name"] == "custom"
+    assert main(["spacing", "optimize", "--problem", "nope", "--steps", "4"]) == 2
+    assert "unknown problem 'nope'" in capsys.readouterr().err

@@ -83,11 +83,37 @@ def _add_grid_arguments(p: argparse.ArgumentParser, *, steps_required: bool) -> 
 
 
 def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``spacing optimize`` beyond --steps/--sigma-min/--sigma-max/--format.
-
-    Placeholder: the owner of ``noiselevels.sampling.optimize`` adds the model / problem and solver
-    options here and implements ``_run_optimize``.
-    """
+    """Arguments of ``spacing optimize`` beyond --steps/--sigma-min/--sigma-max/--format."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--problem",
+        metavar="NAME",
+        help="an exact problem of noiselevels.sampling.toy: gaussian, mixture_2d, mixture_64d, mnist",
+    )
+    src.add_argument("--run", metavar="DIR", help="a run folder written by `noiselevels train`")
+    p.add_argument("--solver", default="heun", metavar="S", help="solver name (default: heun)")
+    p.add_argument(
+        "--init",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="spacing(s) to start from, the best is used (repeatable; default: karras, exponential, "
+        "kl_optimal, vp)",
+    )
+    p.add_argument("--num-samples", type=int, default=256, metavar="B", help="batch of the criterion")
+    p.add_argument("--iters", type=int, default=40, metavar="K", help="maximum sweeps of the search")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    p.add_argument(
+        "--criterion",
+        choices=("auto", "solve_error", "klub"),
+        default="auto",
+        help="solve_error (deterministic solvers) or the AYS KL bound (stochastic); default: auto",
+    )
+    p.add_argument(
+        "--fix-last",
+        action="store_true",
+        help="keep the last nonzero level at sigma-min (default: it is optimised within [sigma-min, ...))",
+    )
 
 
 def _no_action(args) -> int:
@@ -126,13 +152,61 @@ def _run_show(args) -> int:
 
 
 def _run_optimize(args) -> int:
-    """``spacing optimize``: to be implemented with ``noiselevels.sampling.optimize.optimize_spacing``.
+    """``spacing optimize``: ``noiselevels.sampling.optimize.optimize_spacing`` on an exact problem or a
+    trained run; the grid goes to stdout in ``--format``, the criterion before/after to stderr."""
+    import sys
 
-    Print the result with ``format_grid(sigmas, fmt=args.format, title=..., component=...)``.
-    """
-    raise ValueError(
-        "`noiselevels spacing optimize` is not implemented yet (see noiselevels.sampling.optimize)"
+    import torch
+
+    from ..sampling.optimize import DEFAULT_INITS, optimize_spacing
+    from ..sampling.spacings import spacing
+
+    sigma_min = 0.002 if args.sigma_min is None else args.sigma_min
+    sigma_max = 80.0 if args.sigma_max is None else args.sigma_max
+    x0, shape, reference, dtype = None, None, None, torch.float64
+    if args.problem is not None:
+        from ..sampling.toy import problem
+
+        prob = problem(args.problem)
+        denoiser, shape, source = prob.denoiser, prob.shape, f"problem {args.problem}"
+        reference = prob.reference_solve if args.problem == "gaussian" else None
+        x0 = prob.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
+    else:
+        from ..train import load_run
+
+        run = load_run(args.run)
+        if run.conditional:
+            raise ValueError(f"{args.run}: class-conditional runs are not supported by spacing optimize yet")
+        denoiser, source, dtype = run.denoiser(), f"run {args.run}", torch.float32
+        train = run.config.data.load("train")
+        x0 = train.data[: args.num_samples].to(dtype)
+    result = optimize_spacing(
+        denoiser,
+        steps=args.steps,
+        solver=args.solver,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        x0=x0,
+        shape=shape,
+        generator=torch.Generator().manual_seed(args.seed),
+        init=tuple(args.init) if args.init else DEFAULT_INITS,
+        num_samples=args.num_samples,
+        iters=args.iters,
+        criterion=args.criterion,
+        reference=reference,
+        optimize_last=not args.fix_last,
+        dtype=dtype,
+        return_info=True,
     )
+    print(
+        f"# {result.criterion}: {result.error_before:.6g} -> {result.error_after:.6g} "
+        f"({result.improvement:.2f}x) in {result.evaluations} evaluations, {result.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    title = f"optimized for {source}, solver {result.solver}"
+    component = spacing("custom", sigmas=result.sigmas.tolist()).to_dict()
+    print(format_grid(result.sigmas, fmt=args.format, title=title, component=component), end="")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
