@@ -464,3 +464,17 @@ def test_registry_has_the_agreed_names():
              "uniform_logsnr", "normal_logsnr", "sigmoid_t", "inverted_parabola", "truncated", "mixture"]
     for name in names:
         assert name in DENSITIES
+
+
+def test_uniform_t_under_a_discrete_ddpm_table():
+    sched = schedule("ddpm")
+    d = density("uniform_t", schedule=sched)
+    u = t64([0.001, 0.1, 0.5, 0.9, 0.999])
+    assert_close(d.cdf(d.icdf(u)), u)
+    assert_close(d.icdf(u), sched.logsnr(1 - u))
+    x = d.sample(2000, generator=torch.Generator().manual_seed(5))
+    assert scipy.stats.kstest(x.numpy(), lambda v: d.cdf(t64(v)).numpy()).pvalue > 1e-3
+    # p(λ) = 1/|dλ/dt| on the table's λ range, 0 below it
+    lam = sched.logsnr(t64([0.2, 0.5, 0.8]))
+    assert_close(d.prob(lam), 1 / sched.dlogsnr_dt(t64([0.2, 0.5, 0.8])).abs())
+    assert float(d.prob(t64([sched.logsnr_min - 1.0]))[0]) == 0.0
