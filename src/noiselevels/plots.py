@@ -89,6 +89,8 @@ def tool_axis_curves(cfg: Any, n: int = 999) -> dict[str, Any]:
     from .schedules import schedule as make_schedule
 
     sched = cfg.schedule
+    if sched is None:  # a uniform_t density carries its schedule
+        sched = getattr(cfg.density, "schedule", None)
     if sched is None and cfg.process == "flow":
         sched = make_schedule("flow")
     param = parameterization(cfg.parameterization)
