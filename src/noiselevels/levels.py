@@ -35,6 +35,7 @@ __all__ = [
     "check_process",
     "flow_t",
     "log_alpha_sigma",
+    "log_sigmoid",
     "logsnr_from_alpha_sigma",
     "logsnr_from_flow_t",
     "logsnr_from_sigma",
@@ -59,16 +60,24 @@ def to_tensor(x, dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.as_tensor(x, dtype=dtype)
 
 
+def log_sigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) − log1p(e^(−|x|)): exact for all x, ±inf included.
+
+    (torch's ``logsigmoid`` kernel is ~1000× slower than this on some CPU builds.)
+    """
+    return torch.clamp(x, max=0.0) - torch.log1p(torch.exp(-x.abs()))
+
+
 def log_alpha_sigma(*, logsnr: Tensor, process: str = "vp") -> tuple[Tensor, Tensor]:
     """(log α, log σ) of the process at ``logsnr``; exact at λ = ±inf."""
     check_process(process)
     lam = to_tensor(logsnr)
     if process == "vp":
-        return 0.5 * torch.nn.functional.logsigmoid(lam), 0.5 * torch.nn.functional.logsigmoid(-lam)
+        return 0.5 * log_sigmoid(lam), 0.5 * log_sigmoid(-lam)
     if process == "ve":
         return torch.zeros_like(lam), -0.5 * lam
     # flow: α = sigmoid(λ/2), σ = sigmoid(−λ/2)
-    return torch.nn.functional.logsigmoid(0.5 * lam), torch.nn.functional.logsigmoid(-0.5 * lam)
+    return log_sigmoid(0.5 * lam), log_sigmoid(-0.5 * lam)
 
 
 def alpha_sigma(*, logsnr: Tensor, process: str = "vp") -> tuple[Tensor, Tensor]:

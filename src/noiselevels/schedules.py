@@ -36,7 +36,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn.functional import logsigmoid
 
 from .components import (
     SCHEDULES,
@@ -45,7 +44,7 @@ from .components import (
     check_finite,
     check_positive,
 )
-from .levels import flow_t, logsnr_from_flow_t, to_tensor
+from .levels import flow_t, log_sigmoid, logsnr_from_flow_t, to_tensor
 
 __all__ = [
     "DDPM",
@@ -96,7 +95,7 @@ class _ClosedForm(Schedule):
 
 def _vp_alpha_d(lam: Tensor) -> tuple[Tensor, Tensor]:
     """(α, 1 − α) under vp at λ, both accurate: 1 − α = sigmoid(−λ)/(1 + α)."""
-    alpha = torch.exp(0.5 * logsigmoid(lam))
+    alpha = torch.exp(0.5 * log_sigmoid(lam))
     return alpha, torch.sigmoid(-lam) / (1.0 + alpha)
 
 
@@ -341,7 +340,7 @@ class Sigmoid(_ClosedForm):
     def _log_sig_diff(b: Tensor | float, a: Tensor | float) -> Tensor:
         """log(sigmoid(b) − sigmoid(a)) for b > a, stably: logσ(b) + logσ(−a) + log(−expm1(a − b))."""
         b, a = to_tensor(b), to_tensor(a)
-        return logsigmoid(b) + logsigmoid(-a) + torch.log(-torch.expm1(a - b))
+        return log_sigmoid(b) + log_sigmoid(-a) + torch.log(-torch.expm1(a - b))
 
     def _logsnr(self, t):
         s, e = self.start / self.tau, self.end / self.tau
@@ -361,7 +360,7 @@ class Sigmoid(_ClosedForm):
         x = (t * (self.end - self.start) + self.start) / self.tau
         dx = (self.end - self.start) / self.tau
         # λ = log(v_end − σ(x)) − log(σ(x) − v_start); dσ/dx = σ(x)σ(−x)
-        ds = torch.exp(logsigmoid(x) + logsigmoid(-x))
+        ds = torch.exp(log_sigmoid(x) + log_sigmoid(-x))
         return -dx * ds * (torch.exp(-self._log_sig_diff(e, x)) + torch.exp(-self._log_sig_diff(x, s)))
 
 

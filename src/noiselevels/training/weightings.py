@@ -68,10 +68,9 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn.functional import logsigmoid
 
 from ..components import WEIGHTINGS, Density, Weighting, check_finite, check_positive
-from ..levels import check_process, to_tensor
+from ..levels import check_process, log_sigmoid, to_tensor
 from ..parameterizations import Parameterization, parameterization
 
 __all__ = ["WEIGHTINGS", "in_units", "product", "scaled", "weighting"]
@@ -325,10 +324,10 @@ class SigmaSqrt(Weighting):
 
     def __call__(self, logsnr):
         lam = _lam(logsnr)
-        log_a = logsigmoid(0.5 * lam)
+        log_a = log_sigmoid(0.5 * lam)
         if self.units == "x0":
             return torch.exp(-2.0 * log_a)
-        return torch.exp(-2.0 * (log_a + logsigmoid(-0.5 * lam)))
+        return torch.exp(-2.0 * (log_a + log_sigmoid(-0.5 * lam)))
 
 
 @WEIGHTINGS.register("cosmap")
@@ -346,7 +345,7 @@ class CosMap(Weighting):
 
     def __call__(self, logsnr):
         lam = _lam(logsnr)
-        log_a, log_s = logsigmoid(0.5 * lam), logsigmoid(-0.5 * lam)
+        log_a, log_s = log_sigmoid(0.5 * lam), log_sigmoid(-0.5 * lam)
         log_c = math.log(2.0 / math.pi) - torch.logaddexp(2.0 * log_a, 2.0 * log_s)
         if self.units == "x0":
             # e^(−λ) = σ²/α², written from the flow (α, σ) so that both ends are exact
