@@ -212,10 +212,10 @@ def evaluate_run(
     """All metrics of a run folder, as a JSON-able dict.
 
     Image data: ``bpd`` (on up to ``bpd_images`` validation images; None = all) and, when the feature
-    extractor applies (``"mnist"`` needs 1×28×28 data), ``fd``/``kid`` of ``num`` samples drawn with
-    ``steps`` solver steps against ``num`` validation images. 2-D toy data: ``swd`` (sliced W2 of
-    ``num`` samples vs the validation set) and ``swd_floor`` (training set vs validation set).
-    """
+    extractor applies (``"mnist"`` needs 1-channel images and resizes them to 28×28), ``fd``/``kid``
+    of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. 2-D toy
+    data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
+    vs validation set)."""
     from .train import generate, load_run
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
@@ -265,12 +265,12 @@ def evaluate_run(
     out["nfe_note"] = "heun uses 2N-1 denoiser evaluations" if solver == "heun" else ""
     if is_image:
         shape = tuple(run.data["shape"])
-        if callable(features) or shape == (1, 28, 28):
+        if callable(features) or shape[0] == 1:
             ref = val.data[: min(num, len(val))]
             out.update(sample_quality(samples, ref, features=features, seed=seed))
         else:
             out["fd"] = out["kid"] = None
-            out["fd_note"] = f"no feature extractor for images of shape {shape} (the MNIST one needs 1×28×28)"
+            out["fd_note"] = f"the MNIST feature extractor needs 1-channel images; got shape {shape}"
     else:
         ref = val.data
         train_set = run.config.data.load("train")

@@ -976,8 +976,10 @@ def generate(
         cond: dict[str, Any] = {}
         if labels is not None:
             cond["labels"] = labels[start : start + n].to(device)
-        if guidance is not None:
-            cond["guidance"] = guidance
+        if guidance is not None and guidance != 1.0:
+            if labels is None:
+                raise ValueError("guidance needs class labels (a class-conditional model and --class)")
+            cond.update(guidance=float(guidance), uncond={"labels": None})
         den = as_denoiser(
             model, process=noise_cfg.process, parameterization=objective.parameterization, **cond
         )
