@@ -29,9 +29,10 @@ neighbours (less ``min_log_step``; σ_min below the last level), so the grid sta
 never leaves [σ_min, σ_max]. A coordinate-wise pattern search (the local search of AYS, made adaptive):
 for each movable level in turn try both directions with its own f_i, keep the better move if it lowers
 the criterion and grow f_i ×1.5 (at most 0.5), else halve f_i; stop after ``iters`` sweeps or when every
-f_i < ``tol``. The search needs no gradients (any denoiser works, ``torch.no_grad`` models too) and
-costs about 2·(N − 1) solves per sweep. ``init`` may name several spacings; the search starts from the
-best of them.
+f_i < ``tol``. After each sweep a Hooke–Jeeves pattern move extrapolates the sweep's total change
+(×1, else ×½) to follow valleys that run across coordinates. The search needs no gradients (any
+denoiser works, ``torch.no_grad`` models too) and costs about 2·(N − 1) solves per sweep. ``init`` may
+name several spacings; the search starts from the best of them.
 
 With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
 the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and on a grid pinned at
@@ -303,6 +304,7 @@ def optimize_spacing(
     for sweep in range(iters):
         if not movable or all(frac[i] < tol for i in movable):
             break
+        start = list(nonzero)
         for i in movable:
             if frac[i] < tol:
                 continue
@@ -325,6 +327,16 @@ def optimize_spacing(
                 frac[i] = min(0.5, frac[i] * 1.5)
             else:
                 frac[i] *= 0.5
+        if nonzero != start:  # Hooke–Jeeves pattern move: extrapolate the sweep's change in log σ
+            for step in (1.0, 0.5):
+                trial = _pattern_move(start, nonzero, step, min_gap, sigma_min)
+                if trial is None:
+                    continue
+                err = evaluate(trial)
+                evaluations += 1
+                if err < best_err:
+                    best_err, nonzero = err, trial
+                    break
         history.append(best_err)
         if callback is not None:
             callback(sweep, best_err, torch.tensor([*nonzero, 0.0], dtype=torch.float64))
@@ -343,6 +355,23 @@ def optimize_spacing(
         evaluations=evaluations,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _pattern_move(
+    old: list[float], new: list[float], step: float, min_gap: float, sigma_min: float
+) -> list[float] | None:
+    """new·(new/old)^step in log σ, or None if it breaks the order, the gaps or the σ_min floor."""
+    u_old = [math.log(v) for v in old]
+    u_new = [math.log(v) for v in new]
+    cand = [b + step * (b - a) for a, b in zip(u_old, u_new)]
+    for k in range(len(cand) - 1):
+        if cand[k] - cand[k + 1] < min(min_gap, u_new[k] - u_new[k + 1]) - 1e-12:
+            return None
+    if cand[-1] < math.log(sigma_min) - 1e-12:
+        return None
+    out = [math.exp(c) for c in cand]
+    out[0] = new[0]
+    return out
 
 
 def _is_name_list(init: Any) -> bool:
