@@ -381,7 +381,7 @@ class TightSchedule(Schedule):
 
     def _t_of(self, logsnr: Tensor) -> Tensor:
         tk, lk = self._tables
-        return _interp(-logsnr, -lk.flip(0), tk.flip(0))
+        return _interp(-logsnr, -lk, tk)
 
     def describe(self) -> str:
         lam = self.logsnr_knots
@@ -710,7 +710,7 @@ class InstanceSchedules:
         lo, hi = self._check_range(logsnr_min, logsnr_max)
         s = (torch.as_tensor(logsnr, dtype=_F64) - lo) / (hi - lo)
         tk, sk = self._tables
-        return _interp(-s, -sk.flip(0), tk.flip(0))
+        return _interp(-s, -sk, tk)
 
     def draw(self, x0: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training draw for a batch x0 (B, C, H, W): t ~ U(0, 1) per example, λ_i = λ_i(t) under the
