@@ -597,13 +597,21 @@ class UncertaintySampler:
     ):
         self.target = _check_density(density, "UncertaintySampler")
         self.weighting = _as_weighting(weighting)
-        self.lr = check_positive("lr", lr)
         self.stratified = bool(stratified)
         self.module = module if module is not None else UncertaintyWeighting(features, seed=seed)
         if not isinstance(self.module, UncertaintyWeighting):
             raise ValueError(f"module must be an UncertaintyWeighting; got {self.module!r}")
-        self._opt = _Adam(list(self.module.parameters()), lr=self.lr)
+        self._opt = _Adam(list(self.module.parameters()), lr=check_positive("lr", lr))
         self.updates = 0
+
+    @property
+    def lr(self) -> float:
+        """u's learning rate (settable, e.g. for a decay schedule)."""
+        return self._opt.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._opt.lr = check_positive("lr", value)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         lam = self.target.sample(n, generator=generator, stratified=self.stratified)
