@@ -340,6 +340,9 @@ class LossProfile:
         self.edges = torch.linspace(lo, hi, num_bins + 1, dtype=torch.float64)
         self.acc = torch.zeros(3, num_bins, dtype=torch.float64)  # count, sum, sum of squares
         self.history: list[dict[str, Any]] = []
+        # [adaptive]: the sampler's current curve (proposal / exp u(λ) / warp), saved to adaptive.json
+        # and drawn over the profile (noiselevels.training.adaptive, ``profile_overlay()``)
+        self.overlay: Callable[[], dict[str, Any]] | None = None
 
     @property
     def centers(self) -> Tensor:
@@ -384,6 +387,10 @@ class LossProfile:
         history = self.history if pending is None else [*self.history, pending]
         data = {"edges": self.edges.tolist(), "centers": self.centers.tolist(), "history": history}
         write_json_atomic(out_dir / "loss_profile.json", _nan_to_none(data))
+        overlay = self.overlay() if self.overlay is not None else None  # [adaptive]
+        if overlay is not None:
+            step = history[-1]["step"] if history else None
+            write_json_atomic(out_dir / "adaptive.json", _nan_to_none({"step": step, **overlay}))
         if history:
             tmp = out_dir / ".loss_profile.tmp.npz"
             np.savez(
@@ -396,7 +403,7 @@ class LossProfile:
             )
             os.replace(tmp, out_dir / "loss_profile.npz")
             if plot:
-                plot_loss_profile(history, self.centers, out_dir / "loss_profile.png")
+                plot_loss_profile(history, self.centers, out_dir / "loss_profile.png", overlay=overlay)
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -410,9 +417,15 @@ def _nan_to_none(obj: Any) -> Any:
 
 
 def plot_loss_profile(
-    history: list[dict[str, Any]], centers: Tensor, path: str | os.PathLike, *, max_curves: int = 6
+    history: list[dict[str, Any]],
+    centers: Tensor,
+    path: str | os.PathLike,
+    *,
+    max_curves: int = 6,
+    overlay: Mapping[str, Any] | None = None,
 ) -> None:
-    """Plot the mean ε-unit loss per λ bin for up to ``max_curves`` log intervals (±1 std for the last)."""
+    """Plot the mean ε-unit loss per λ bin for up to ``max_curves`` log intervals (±1 std for the last);
+    ``overlay`` ({"label", "logsnr", "value"}, an adaptive sampler's curve) is drawn on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,6 +449,11 @@ def plot_loss_profile(
     ax.set_title("loss profile over noise levels")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    if overlay is not None:  # [adaptive]
+        ax2 = ax.twinx()
+        ax2.plot(overlay["logsnr"], overlay["value"], color="C3", ls="--", lw=1.4, label=overlay["label"])
+        ax2.set_ylabel(overlay["label"], color="C3")
+        ax2.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -650,6 +668,8 @@ def train(
     noise_gen = torch.Generator(device=device).manual_seed(opts.seed * 7919 + 17 + rank)
     torch.manual_seed(opts.seed * 104_729 + 31 + rank)  # dropout, classifier-free label dropout
     profile = LossProfile(*profile_range(objective.density or nc.density), opts.profile_bins)
+    if sampler is not None and callable(getattr(sampler, "profile_overlay", None)):
+        profile.overlay = sampler.profile_overlay  # [adaptive]
     log: list[dict[str, Any]] = []
     interval = {"loss": 0.0, "n": 0}
     step = 0
