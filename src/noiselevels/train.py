@@ -199,6 +199,7 @@ class TrainConfig:
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     train: TrainOptions = dataclasses.field(default_factory=TrainOptions)
     adaptive: Mapping[str, Any] | None = None
+    spectral: Mapping[str, Any] | None = None  # per-instance schedules (noiselevels.spectral)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -217,6 +218,7 @@ class TrainConfig:
             model=dict(d.get("model", {})),
             train=TrainOptions(**opts),
             adaptive=dict(d["adaptive"]) if d.get("adaptive") else None,
+            spectral=dict(d["spectral"]) if d.get("spectral") is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,6 +230,8 @@ class TrainConfig:
         }
         if self.adaptive:
             out["adaptive"] = _plain(self.adaptive)
+        if self.spectral is not None:
+            out["spectral"] = _plain(self.spectral)
         return out
 
     def replace(self, **sections) -> TrainConfig:
@@ -645,6 +649,15 @@ def train(
         if "sampler" not in fields:
             raise ValueError("this Objective has no 'sampler' field; adaptive sampling is not supported")
         objective = dataclasses.replace(objective, sampler=sampler)
+    # ---- spectral per-instance schedules (noiselevels.spectral): bounds, shape, mixture; model gets
+    # (λ_min, λ_max) as its 2-d ``extra`` input
+    spec = None
+    if cfg.spectral is not None:
+        from .spectral import SpectralRun, resolve_spectral_config
+
+        spec = SpectralRun.fit(cfg.spectral, train_set.data, train_set.labels)
+        cfg = cfg.replace(spectral=resolve_spectral_config(cfg.spectral), model={"extra_dim": 2, **cfg.model})
+    # ---- end spectral
     torch.manual_seed(opts.seed)  # identical initial weights on every process
     if model is None:
         model, model_cfg = build_model_for(cfg.model, meta)
@@ -709,6 +722,8 @@ def train(
         write_json_atomic(out / "config.json", resolved.to_dict())
         (out / "config.toml").write_text(to_toml(resolved.to_dict()))
         write_json_atomic(out / "data.json", meta)
+        if spec is not None:
+            write_json_atomic(out / "spectral.json", _nan_to_none(spec.to_dict()))
 
     def checkpoint() -> Path | None:
         states = {
@@ -773,6 +788,9 @@ def train(
             x, y = next(data_iter)
             x = x.to(device, non_blocking=True)
             cond = {"labels": y.to(device)} if conditional else {}
+            if spec is not None:  # spectral: each example's λ under its own schedule, (λ_min, λ_max) → extra
+                lam_i, extra = spec.draw(x, generator=noise_gen)
+                cond = {**cond, "logsnr": lam_i, "extra": extra}
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(step, opts)
             with accelerator.autocast():
@@ -858,7 +876,7 @@ def train(
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_second']:.0f}")
             if opts.sample_every and step % opts.sample_every == 0 and main:
                 grid_path = out / "samples" / f"step_{step:08d}.png"
-                _sample_grid(ema if ema is not None else raw, nc, meta, grid_path)
+                _sample_grid(ema if ema is not None else raw, nc, meta, grid_path, spectral=spec)
             if (opts.ckpt_every and step % opts.ckpt_every == 0) or final:
                 last_ckpt = checkpoint()
             if stop:
@@ -894,6 +912,7 @@ class Run:
     noise: Any  # NoiseConfig
     step: int
     data: dict[str, Any]
+    spectral: Any = None  # noiselevels.spectral.SpectralRun of a per-instance run (spectral.json)
 
     @property
     def process(self) -> str:
@@ -939,7 +958,15 @@ def load_run(path: str | os.PathLike, *, ema: bool = True, device: str | torch.d
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {ck.path} does not fit the configured model: {first}") from None
     model.to(device).eval().requires_grad_(False)
-    return Run(path=path, config=cfg, model=model, noise=noise_config(cfg.noise), step=ck.step, data=meta)
+    spectral = None
+    if (path / "spectral.json").is_file():  # a per-instance (spectral) run
+        from .spectral import SpectralRun
+
+        spectral = SpectralRun.from_dict(json.loads((path / "spectral.json").read_text()))
+    return Run(
+        path=path, config=cfg, model=model, noise=noise_config(cfg.noise), step=ck.step, data=meta,
+        spectral=spectral,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -970,13 +997,25 @@ def generate(
     sigma_max: float | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    spectral=None,
 ) -> Tensor:
     """Draw ``num`` samples (num, *shape) from a model by solving the probability-flow ODE/SDE.
 
     Uses ``noiselevels.sampling``: the spacing ``spacing(**spacing_params).sigmas(steps, ...)`` (or the
     explicit VE ``sigmas``, decreasing with a trailing 0), the solver, and the model wrapped by
     ``as_denoiser``; x_T = σ_max·n with n ~ N(0, I) from ``seed``. Returns VE-scale x₀ (data scale).
+
+    ``spectral`` (a ``noiselevels.spectral.SpectralRun``, ``Run.spectral`` of a per-instance run): each
+    sample draws its (λ_min, λ_max) from the run's mixture (per label), is conditioned on them and
+    follows its own σ grid (``spacing`` over its range, or ``"schedule"``: its own schedule at even t)
+    with ``noiselevels.spectral.solve_per_instance`` (euler, heun or dpmpp_2m).
     """
+    if spectral is not None:
+        return _generate_spectral(
+            model, noise_cfg, shape, spectral, num=num, steps=steps, spacing=spacing,
+            spacing_params=spacing_params, solver=solver, sigmas=sigmas, labels=labels, guidance=guidance,
+            seed=seed, sigma_min=sigma_min, sigma_max=sigma_max, batch_size=batch_size, device=device,
+        )
     from .sampling.denoiser import as_denoiser
     from .sampling.solvers import solve
     from .sampling.spacings import spacing as make_spacing
@@ -1009,7 +1048,46 @@ def generate(
     return torch.cat(outs)
 
 
-def _sample_grid(model, noise_cfg, meta: Mapping[str, Any], path: Path, *, num: int = 64) -> None:
+@torch.no_grad()
+def _generate_spectral(
+    model, noise_cfg, shape, spectral, *, num, steps, spacing, spacing_params, solver, sigmas, labels,
+    guidance, seed, sigma_min, sigma_max, batch_size, device,
+) -> Tensor:
+    """``generate`` for a per-instance (spectral) run; see ``generate``."""
+    from .sampling.denoiser import as_denoiser
+    from .spectral import solve_per_instance
+
+    if sigmas is not None or sigma_min is not None or sigma_max is not None:
+        raise ValueError(
+            "a per-instance (spectral) run samples each instance's own σ range; drop sigmas / sigma_min / "
+            "sigma_max (choose --spacing, e.g. 'schedule' or 'karras')"
+        )
+    if guidance is not None:
+        raise ValueError("classifier-free guidance is not supported for per-instance (spectral) sampling")
+    objective = noise_cfg.objective()
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for start in range(0, num, batch_size):
+        n = min(batch_size, num - start)
+        lab = None if labels is None else labels[start : start + n].cpu()
+        grid, extra = spectral.sampling_grid(
+            n, steps, labels=lab, spacing=spacing, spacing_params=spacing_params, generator=g
+        )
+        noise = torch.randn((n, *shape), generator=g)
+        cond: dict[str, Any] = {"extra": extra.to(device=device, dtype=noise.dtype)}
+        if lab is not None:
+            cond["labels"] = lab.to(device)
+        param = objective.parameterization
+        den = as_denoiser(model, process=noise_cfg.process, parameterization=param, **cond)
+        x = (noise * grid[:, :1].reshape(-1, *([1] * len(shape))).to(noise.dtype)).to(device)
+        x = solve_per_instance(den, x, sigmas=grid, solver=solver)
+        outs.append(x.float().cpu())
+    return torch.cat(outs)
+
+
+def _sample_grid(
+    model, noise_cfg, meta: Mapping[str, Any], path: Path, *, num: int = 64, spectral=None
+) -> None:
     from .images import make_grid, save_image
 
     was_training = model.training
@@ -1020,7 +1098,10 @@ def _sample_grid(model, noise_cfg, meta: Mapping[str, Any], path: Path, *, num: 
         if num_classes:
             labels = torch.arange(num) % int(num_classes)
         dev = next(model.parameters()).device
-        x = generate(model, noise_cfg, tuple(meta["shape"]), num=num, steps=20, labels=labels, device=dev)
+        x = generate(
+            model, noise_cfg, tuple(meta["shape"]), num=num, steps=20, labels=labels, device=dev,
+            spacing="karras" if spectral is None else "schedule", spectral=spectral,
+        )
     finally:
         model.train(was_training)
     if len(meta["shape"]) == 3:
