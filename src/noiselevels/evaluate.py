@@ -232,7 +232,10 @@ def evaluate_run(
         "sampler": {"steps": steps, "spacing": spacing, "solver": solver, "seed": seed},
     }
     labels_val = val.labels if num_classes is not None else None
-    if is_image:
+    if is_image and run.spectral is not None:  # spectral per-instance runs: the bound needs each image's
+        out["bpd"] = None  # own (λ_min, λ_max) conditioning, which bits_per_dim does not pass
+        out["bpd_note"] = "not computed for per-instance (spectral) runs"
+    elif is_image:
         n_b = len(val) if bpd_images is None else min(bpd_images, len(val))
         out["bits_per_dim"] = bits_per_dim(
             run.model,
@@ -260,6 +263,7 @@ def evaluate_run(
         solver=solver,
         sigmas=sigmas,
         labels=labels,
+        spectral=run.spectral,
         seed=seed,
     )
     out["nfe_note"] = "heun uses 2N-1 denoiser evaluations" if solver == "heun" else ""

@@ -121,6 +121,7 @@ def run(args) -> int:
         seed=args.seed,
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
+        spectral=run_.spectral,  # per-instance (spectral) runs: bounds from the run's mixture
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
