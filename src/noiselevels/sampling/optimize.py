@@ -29,10 +29,12 @@ neighbours (less ``min_log_step``; σ_min below the last level), so the grid sta
 never leaves [σ_min, σ_max]. A coordinate-wise pattern search (the local search of AYS, made adaptive):
 for each movable level in turn try both directions with its own f_i, keep the better move if it lowers
 the criterion and grow f_i ×1.5 (at most 0.5), else halve f_i; stop after ``iters`` sweeps or when every
-f_i < ``tol``. After each sweep a Hooke–Jeeves pattern move extrapolates the sweep's total change
-(×1, else ×½) to follow valleys that run across coordinates. The search needs no gradients (any
-denoiser works, ``torch.no_grad`` models too) and costs about 2·(N − 1) solves per sweep. ``init`` may
-name several spacings; the search starts from the best of them.
+f_i < ``tol``. The first sweep scans each level at 10, 25, 50, 75 and 90 % of the way to either
+neighbour instead, which lets the search leave the basin of a poor start. After each sweep a
+Hooke–Jeeves pattern move extrapolates the sweep's total change (×1, else ×½) to follow valleys that
+run across coordinates. The search needs no gradients (any denoiser works, ``torch.no_grad`` models
+too) and costs about 2·(N − 1) solves per sweep (10·(N − 1) in the first). ``init`` may name several
+spacings; the search starts from the best of them.
 
 With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
 the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and on a grid pinned at
@@ -42,6 +44,7 @@ the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +61,8 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 _CRITERIA = ("auto", "solve_error", "klub")
 #: the spacings the search starts from by default (the best of them on the criterion)
 DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp")
+# the first sweep scans each level at these fractions of the way to either neighbour
+_SCAN = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,8 +317,9 @@ def optimize_spacing(
             u_hi = math.log(nonzero[i - 1]) - min_gap
             u_lo = math.log(nonzero[i + 1]) + min_gap if i + 1 < n_nonzero else log_floor
             best_move = None
-            for bound in (u_hi, u_lo):
-                new_u = u + frac[i] * (bound - u)
+            fractions = _SCAN if sweep == 0 else (frac[i],)
+            for bound, f in itertools.product((u_hi, u_lo), fractions):
+                new_u = u + f * (bound - u)
                 if not u_lo <= new_u <= u_hi or abs(new_u - u) < 1e-12:
                     continue
                 trial = list(nonzero)
