@@ -178,3 +178,12 @@ def test_deterministic_for_a_generator():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         solve(lambda x, s: x, torch.ones(2, 2), **kwargs)
+
+
+def test_progress_bar_and_solver_instance(capsys):
+    x = torch.randn(2, 3, dtype=torch.float64)
+    a = solve(_nonlinear_denoiser, x, sigmas=_karras(4), solver=solver("heun"), progress=True)
+    b = solve(_nonlinear_denoiser, x, sigmas=_karras(4), solver="heun")
+    assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="given with a Solver instance"):
+        solve(_nonlinear_denoiser, x, sigmas=_karras(4), solver=solver("heun"), s_churn=1.0)
