@@ -72,9 +72,9 @@ def test_klub_for_stochastic_solvers():
     prob = mixture_2d()
     x0 = prob.sample(64, torch.Generator().manual_seed(0))
     res = optimize_spacing(prob.denoiser, steps=8, solver="euler_ancestral", sigma_min=SMIN, sigma_max=SMAX,
-                           x0=x0, generator=torch.Generator().manual_seed(1), iters=4, return_info=True,
-                           optimize_last=False)
+                           x0=x0, generator=torch.Generator().manual_seed(1), iters=4, return_info=True)
     assert res.criterion == "klub" and res.solver == "euler_ancestral"
+    assert res.sigmas[-2] == SMIN  # the bound's domain is not shrunk
     assert res.error_after < res.error_before
     assert res.sigmas.shape == (9,) and (res.sigmas[1:] < res.sigmas[:-1]).all()
 

@@ -230,6 +230,8 @@ def optimize_spacing(
             σ_min is then the lowest level the grid may visit rather than a level it must visit.
         min_log_step: the smallest allowed log(σ_i/σ_{i+1}) between nonzero levels (default: 5 % of
             the uniform step); keeps multistep solvers away from degenerate step-size ratios.
+            With ``"klub"`` the last level stays at σ_min (the bound would otherwise shrink its own
+            domain of integration).
         reference: ``reference(x_T, sigma_max=, sigma_min=)`` → x(σ_min) (e.g. a toy problem's
             ``reference_solve``); default: an adaptive solve with rtol = atol = ``reference_rtol``.
         dtype: the dtype of the optimisation batch (float64 by default; use float32 for networks).
@@ -300,7 +302,9 @@ def optimize_spacing(
     # --- coordinate-wise pattern search in log σ ----------------------------------------------------
     history: list[float] = []
     n_nonzero = len(nonzero)
-    movable = list(range(1, n_nonzero - 1)) + ([n_nonzero - 1] if optimize_last and n_nonzero >= 2 else [])
+    # the bound only covers [σ_{N−1}, σ_max]: raising σ_{N−1} would shrink it for free, so "klub" keeps it
+    free_last = optimize_last and criterion == "solve_error" and n_nonzero >= 2
+    movable = list(range(1, n_nonzero - 1)) + ([n_nonzero - 1] if free_last else [])
     if min_log_step is None:
         min_log_step = 0.05 * math.log(sigma_max / sigma_min) / max(n_nonzero - 1, 1)
     min_gap = float(min_log_step)
