@@ -333,3 +333,66 @@ def test_per_instance_solver_errors():
         sp.solve_per_instance(den, x, sigmas=torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
     with pytest.raises(ValueError, match="ends in 0"):
         sp.solve_per_instance(den, x, sigmas=torch.tensor([[2.0, 0.0], [2.0, 1.0]]))
+
+
+# ------------------------------------------------------------------------------------------------
+# training, sampling and the command line
+# ------------------------------------------------------------------------------------------------
+def test_resolve_spectral_config_rejects_typos():
+    assert sp.resolve_spectral_config({})["kind"] == "mixed"
+    with pytest.raises(ValueError, match="unknown key"):
+        sp.resolve_spectral_config({"knd": "power"})
+    with pytest.raises(ValueError, match="shape must be"):
+        sp.resolve_spectral_config({"shape": "cosine"})
+
+
+def test_tiny_per_instance_training_run_end_to_end(tmp_path):
+    from noiselevels.train import TrainConfig, generate, load_run, train
+
+    cfg = TrainConfig.from_dict(
+        {
+            "noise": {"process": "vp", "parameterization": "v", "density": "logit_normal"},
+            "data": {"name": "mnist", "num_images": 20, "batch_size": 4},
+            "model": {"kind": "unet", "channels": [8, 8, 8], "num_classes": 10},
+            "train": {"steps": 2, "log_every": 1, "ckpt_every": 0, "warmup": 0},
+            "spectral": {"components": 1, "knots": 9},
+        }
+    )
+    seen = []
+    res = train(cfg, tmp_path / "run", progress=False, callback=lambda step, out: seen.append(out.logsnr))
+    assert res.status == "completed" and (tmp_path / "run" / "spectral.json").is_file()
+    run = load_run(tmp_path / "run")
+    assert run.model.config.extra_dim == 2 and run.spectral is not None
+    lo, hi = run.spectral.mixture.mixtures["all"].box[0], run.spectral.mixture.mixtures["all"].box[3]
+    lam = torch.cat(seen)
+    assert ((lam >= lo - 1e-9) & (lam <= hi + 1e-9)).all()  # every level inside some image's own range
+    x = generate(
+        run.model,
+        run.noise,
+        (1, 28, 28),
+        num=3,
+        steps=2,
+        labels=torch.tensor([0, 1, 2]),
+        spacing="schedule",
+        solver="euler",
+        spectral=run.spectral,
+    )
+    assert x.shape == (3, 1, 28, 28) and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="own σ range"):
+        generate(run.model, run.noise, (1, 28, 28), num=1, steps=2, sigma_max=80.0, spectral=run.spectral)
+
+
+def test_cli_spectral(tmp_path, capsys):
+    import json
+
+    from noiselevels.cli import main
+
+    out_json, out_png = tmp_path / "b.json", tmp_path / "r.png"
+    rc = main(["spectral", "digits", "--num-images", "30", "--json", str(out_json), "--plot", str(out_png)])
+    assert rc == 0 and out_png.stat().st_size > 0
+    d = json.loads(out_json.read_text())
+    assert len(d["images"]) == 30 and "per_class" in d["summary"]
+    assert d["global_tight_schedule"]["name"] == "tight"
+    assert "logsnr_min: median" in capsys.readouterr().out
+    assert main(["spectral", "two_moons"]) == 2
+    assert "not an image data set" in capsys.readouterr().err

@@ -1009,6 +1009,7 @@ def plot_rapsd(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     f = freqs.clone()
     if f[0] == 0:
@@ -1027,6 +1028,7 @@ def plot_rapsd(
             color=cmap(j / max(1, len(logsnrs) - 1)),
             label=f"noise at λ = {lam:.3g}",
         )
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.axvline(0.5, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("frequency f (cycles/pixel; DC drawn at the left edge)")
     ax.set_ylabel("power P(f) (unitary DFT)")
