@@ -379,9 +379,8 @@ def _pattern_move(
             return None
     if cand[-1] < math.log(sigma_min) - 1e-12:
         return None
-    out = [math.exp(c) for c in cand]
-    out[0] = new[0]
-    return out
+    # levels the sweep did not move (σ_max, a fixed σ_min) keep their exact values
+    return [v if o == v else math.exp(c) for o, v, c in zip(old, new, cand)]
 
 
 def _is_name_list(init: Any) -> bool:
