@@ -103,7 +103,7 @@ class ExactProblem:
         raise NotImplementedError
 
     def reference_solve(
-        self, x_T: Tensor, *, sigma_max: float, sigma_min: float, rtol: float = 1e-9, atol: float = 1e-9
+        self, x_T: Tensor, sigma_max: float, sigma_min: float, *, rtol: float = 1e-9, atol: float = 1e-9
     ) -> Tensor:
         """x(σ_min) on the probability-flow ODE through x_T at σ_max (float64, x_T's shape)."""
         return ode_solve(self.denoiser, x_T, sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=atol)
@@ -154,7 +154,7 @@ class Gaussian(ExactProblem):
         eps = torch.randn(n, self.shape[0], generator=generator, dtype=_F64)
         return self.mean + self._apply(eps, self.c.sqrt())
 
-    def reference_solve(self, x_T, *, sigma_max, sigma_min, rtol=1e-9, atol=1e-9):
+    def reference_solve(self, x_T, sigma_max, sigma_min, *, rtol=1e-9, atol=1e-9):
         """Closed form x(σ) = μ + U diag(√((c + σ²)/(c + σ_T²))) Uᵀ (x_T − μ); σ_min = 0 allowed."""
         _check_sigma_range(sigma_max, sigma_min, allow_zero=True)
         xf = x_T.reshape(x_T.shape[0], -1).to(_F64)
