@@ -173,3 +173,15 @@ def test_resume_errors(tmp_path):
         train(None, tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="steps"):
         train(tiny(), tmp_path, steps=0, progress=False)
+
+
+def test_adaptive_sampler_is_fed_and_resumed_exactly(tmp_path):
+    kind = "importance"
+    cfg = tiny(steps=6, log_every=2, ckpt_every=3)
+    cfg["adaptive"] = {"kind": kind}
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "part", progress=False, steps=3)
+    resumed = train(None, tmp_path / "part", resume=True, steps=6, progress=False)
+    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in full.log]
+    ck = load_checkpoint(tmp_path / "full")
+    assert "sampler" in ck.state and json.loads((tmp_path / "full" / "config.json").read_text())["adaptive"]
