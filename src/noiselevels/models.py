@@ -204,8 +204,10 @@ class DiffusersUNetConfig(_Config):
             raise ValueError(f"unet must be a dict of {self.model} arguments; got {self.unet!r}")
         _check_conditioning(self.num_classes, self.label_dropout, 0)
 
-    def __hash__(self):  # the dict field is unhashable
-        return id(self)
+    def __hash__(self):  # the dict field is unhashable; hash its canonical JSON (consistent with ==)
+        import json
+
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
 
 # ----------------------------------------------------------------------------------------------
