@@ -121,3 +121,20 @@ def test_cli_spacing_optimize(capsys):
     assert out["spacing"]["name"] == "custom"
     assert main(["spacing", "optimize", "--problem", "nope", "--steps", "4"]) == 2
     assert "unknown problem 'nope'" in capsys.readouterr().err
+
+
+def test_float32_network_through_as_denoiser():
+    from noiselevels.sampling.denoiser import as_denoiser
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.SiLU(), torch.nn.Linear(32, 8))
+
+    def model(inp, logsnr):
+        return net(torch.cat([inp, logsnr[:, None] / 10], 1))
+
+    den = as_denoiser(model, process="vp", parameterization="v")
+    with torch.no_grad():
+        res = optimize_spacing(den, steps=5, solver="dpmpp_2m", sigma_min=0.01, sigma_max=20.0, shape=(8,),
+                               dtype=torch.float32, num_samples=16, iters=2,
+                               generator=torch.Generator().manual_seed(0), return_info=True)
+    assert res.sigmas.dtype == F64 and res.error_after <= res.error_before

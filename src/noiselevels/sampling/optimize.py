@@ -205,7 +205,7 @@ def optimize_spacing(
     tol: float = 1e-3,
     criterion: str = "auto",
     reference: Callable[..., Tensor] | None = None,
-    reference_rtol: float = 1e-7,
+    reference_rtol: float | None = None,
     dtype: torch.dtype = torch.float64,
     return_info: bool = False,
     callback: Callable[[int, float, Tensor], None] | None = None,
@@ -233,7 +233,8 @@ def optimize_spacing(
             With ``"klub"`` the last level stays at σ_min (the bound would otherwise shrink its own
             domain of integration).
         reference: ``reference(x_T, sigma_max=, sigma_min=)`` → x(σ_min) (e.g. a toy problem's
-            ``reference_solve``); default: an adaptive solve with rtol = atol = ``reference_rtol``.
+            ``reference_solve``); default: an adaptive solve with rtol = atol = ``reference_rtol``
+            (default 1e-7 for a float64 batch, 1e-5 otherwise).
         dtype: the dtype of the optimisation batch (float64 by default; use float32 for networks).
         return_info: return a ``SpacingResult`` instead of the grid.
         callback: called after each sweep with (sweep, criterion, grid).
@@ -275,6 +276,8 @@ def optimize_spacing(
     if criterion == "solve_error":
         noise = torch.randn((num_samples, *sample_shape), generator=generator, dtype=dtype)
         x_T = (noise * sigma_max).to(device)
+        if reference_rtol is None:
+            reference_rtol = 1e-7 if dtype == torch.float64 else 1e-5
         target = _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, reference_rtol)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if method.stochastic else None
 
