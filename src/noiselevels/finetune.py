@@ -397,7 +397,7 @@ def concept_images(
             if len(x) < num_images:
                 raise ValueError(
                     f"image folder {str(images)!r} holds {len(x)} images, "
-                    f"fewer than --num-images {num_images}"
+                    f"fewer than num_images = {num_images}"
                 )
             x = x[:num_images]
         return x, None, f"{len(x)} images from {images}"
@@ -572,34 +572,43 @@ def _save(res: FinetuneResult, out: Path, *, profile, extra, **hp) -> Path:
     return out
 
 
-def load_adapter(
-    adapter: str | os.PathLike, base: str | os.PathLike | BaseModel | None = None
-) -> tuple[BaseModel, int | None]:
-    """Base + adapter: a ``BaseModel`` whose ``model`` is the adapted network (eval mode), and the
-    trigger label. ``adapter``: a fine-tune folder (with ``finetune.json`` and ``adapter/``) or the
-    ``adapter/`` folder itself; ``base`` defaults to the one recorded in ``finetune.json``."""
-    import copy
-
-    from peft import PeftModel
-
+def _adapter_paths(adapter: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     p = Path(os.path.expanduser(str(adapter)))
     info_path = p / "finetune.json" if (p / "finetune.json").is_file() else p.parent / "finetune.json"
     adir = p / "adapter" if (p / "adapter").is_dir() else p
     if not (adir / "adapter_config.json").is_file():
         raise ValueError(f"{str(adapter)!r} is not a fine-tune folder (no adapter/adapter_config.json)")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return adir, info
+
+
+def _attach(model: nn.Module, adir: Path, source: str) -> nn.Module:
+    """A copy of ``model`` with the peft adapter in ``adir`` loaded (eval mode, no gradients)."""
+    import copy
+
+    from peft import PeftModel
+
+    try:
+        pm = PeftModel.from_pretrained(copy.deepcopy(model), str(adir))
+    except (RuntimeError, ValueError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"adapter {str(adir)!r} does not fit base {source!r}: {msg}") from None
+    return pm.eval().requires_grad_(False)
+
+
+def load_adapter(
+    adapter: str | os.PathLike, base: str | os.PathLike | BaseModel | None = None
+) -> tuple[BaseModel, int | None]:
+    """Base + adapter: a ``BaseModel`` whose ``model`` is the adapted network (eval mode), and the
+    trigger label. ``adapter``: a fine-tune folder (with ``finetune.json`` and ``adapter/``) or the
+    ``adapter/`` folder itself; ``base`` defaults to the one recorded in ``finetune.json``."""
+    adir, info = _adapter_paths(adapter)
     if base is None:
         if "base" not in info:
             raise ValueError(f"no finetune.json next to {str(adapter)!r}: pass the base model explicitly")
         base = info["base"]
     b = load_base(base)
-    model = copy.deepcopy(b.model)
-    try:
-        pm = PeftModel.from_pretrained(model, str(adir))
-    except (RuntimeError, ValueError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"adapter {str(adapter)!r} does not fit base {b.source!r}: {msg}") from None
-    pm.eval().requires_grad_(False)
+    pm = _attach(b.model, adir, b.source)
     noise = b.noise
     if "noise" in info:
         from .train import noise_config
@@ -609,15 +618,30 @@ def load_adapter(
     return out, info.get("label")
 
 
-def load_model(base: str | os.PathLike, adapter: str | os.PathLike | None = None):
-    """What ``noiselevels sample`` / ``evaluate`` need for ``--base`` [+ ``--adapter``]: a
-    ``noiselevels.train.Run`` (model in eval mode, noise configuration, data metadata). ``base`` may
-    be a run folder, ``mnist-base`` or an exported safetensors file."""
-    from .train import Run, TrainConfig
+def load_model(
+    base: str | os.PathLike,
+    adapter: str | os.PathLike | None = None,
+    *,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+):
+    """What ``noiselevels sample`` / ``evaluate`` load for ``RUN_OR_BASE [--adapter DIR]``: a
+    ``noiselevels.train.Run`` (model in eval mode, noise configuration, data metadata). ``base`` is a
+    run folder (loaded with ``noiselevels.train.load_run``), ``mnist-base`` or an exported safetensors
+    file; ``adapter`` a fine-tune folder of :func:`finetune`, attached to that model."""
+    from .train import Run, TrainConfig, load_run
 
-    b, _ = load_adapter(adapter, base) if adapter is not None else (load_base(base), None)
-    cfg = TrainConfig.from_dict(b.config)
-    return Run(path=Path(str(base)), config=cfg, model=b.model, noise=b.noise, step=0, data=b.data)
+    p = Path(os.path.expanduser(str(base)))
+    if p.is_dir():
+        run = load_run(p, ema=ema, device=device)
+    else:
+        b = load_base(base, device=device)
+        run = Run(path=p, config=TrainConfig.from_dict(b.config), model=b.model, noise=b.noise, step=0,
+                  data=b.data)  # fmt: skip
+    if adapter is not None:
+        adir, _ = _adapter_paths(adapter)
+        run = dataclasses.replace(run, model=_attach(run.model, adir, str(base)).to(device))
+    return run
 
 
 # ----------------------------------------------------------------------------------------------

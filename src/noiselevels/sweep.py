@@ -230,7 +230,11 @@ def validate(sweep: Sweep) -> None:
     base = load_base(sweep.base)
     for name, params in sweep.configs.items():
         try:
-            resolve_noise(_noise_arg(params), base.noise)
+            nc = resolve_noise(_noise_arg(params), base.noise)
+            if params.get("adaptive"):
+                from .train import build_adaptive
+
+                build_adaptive(dict(params["adaptive"]), nc.objective())
         except ValueError as e:
             raise ValueError(f"configuration {name!r}: {e}") from None
     concept_images(**_concept_args(sweep.concept), shape=tuple(base.data["shape"]))
