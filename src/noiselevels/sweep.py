@@ -132,9 +132,10 @@ class Sweep:
     configs: dict[str, dict[str, Any]]
     eval: dict[str, Any]
     workers: int | None = None
+    evaluate_base: bool = True
 
     def runs(self) -> list[RunSpec]:
-        out = [RunSpec("base", {}, 0, kind="base")]
+        out = [RunSpec("base", {}, 0, kind="base")] if self.evaluate_base else []
         for name, params in self.configs.items():
             out += [RunSpec(name, params, s) for s in self.seeds]
         return out
