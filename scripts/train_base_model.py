@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         info_path.write_text(json.dumps(info, indent=2) + "\n")
         print(f"wrote {asset} ({asset.stat().st_size / 1e6:.2f} MB) in {wall:.0f} s")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"name": name}
+    if args.eval_samples < 2:
+        return 0
     try:
         fd = base_fd_per_class(asset, num=args.eval_samples, seed=args.seed)
     except ValueError as e:  # the classifier asset is missing
