@@ -6,9 +6,9 @@ import json
 import math
 import os
 import signal
+import tomllib
 
 import pytest
-import tomllib
 import torch
 
 from noiselevels.checkpoint import load_checkpoint

@@ -49,6 +49,11 @@ _EXPORTS: dict[str, str] = {
     "in_units": "training.weightings",
     "Objective": "training.objective",
     "ObjectiveOutput": "training.objective",
+    "LossImportanceSampler": "training.adaptive",
+    "UncertaintyWeighting": "training.adaptive",
+    "TimeWarp": "training.adaptive",
+    "LearnedSchedule": "training.adaptive",
+    "load_adaptive": "training.adaptive",
     # analysis, presets, configuration
     "effective_weighting": "analysis",
     "compare": "analysis",

@@ -40,10 +40,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .components import DENSITIES, SCHEDULES, WEIGHTINGS, Component, Density, Registry, Schedule, Weighting
 from .components import check_finite as _check_finite
@@ -78,7 +77,7 @@ def _registries() -> dict[str, Registry]:
     """The registries, with every module that registers components imported."""
     from . import presets, schedules  # noqa: F401  (registration side effects)
     from .parameterizations import PARAMETERIZATIONS
-    from .training import densities, weightings  # noqa: F401
+    from .training import adaptive, densities, weightings  # noqa: F401
 
     return {
         "schedule": SCHEDULES,
