@@ -279,6 +279,7 @@ def evaluate_run(
         ref = val.data
         train_set = run.config.data.load("train")
         out["swd"] = sliced_wasserstein(samples, ref, seed=seed)
-        out["swd_floor"] = sliced_wasserstein(train_set.data[: len(ref)], ref, seed=seed)
+        pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[: len(ref)]
+        out["swd_floor"] = sliced_wasserstein(train_set.data[pick], ref, seed=seed)
         out["num_samples"] = num
     return out
