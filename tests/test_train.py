@@ -185,3 +185,19 @@ def test_adaptive_sampler_is_fed_and_resumed_exactly(tmp_path):
     assert [r["loss"] for r in resumed.log] == [r["loss"] for r in full.log]
     ck = load_checkpoint(tmp_path / "full")
     assert "sampler" in ck.state and json.loads((tmp_path / "full" / "config.json").read_text())["adaptive"]
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    from noiselevels.demo import DEMO_CONFIG
+    from noiselevels.train import noise_config
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "train"
+    paths = sorted(root.glob("*.toml"))
+    assert len(paths) >= 4
+    for p in paths:
+        cfg = load_train_config(p)
+        noise_config(cfg.noise)
+    # the demo trains exactly the documented example
+    assert load_train_config(root / "mnist_v_cosine.toml") == TrainConfig.from_dict(DEMO_CONFIG)

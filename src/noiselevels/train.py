@@ -36,8 +36,12 @@ non-finite loss stops the run before the optimizer step with a ``NonFiniteLossEr
 range of the offending samples; the last good checkpoint is left untouched.
 
 **Multi-GPU / multi-node.** The loop is built on 🤗 accelerate. ``noiselevels train CONFIG --out DIR``
-runs single-process (on CPU when no GPU is visible); ``accelerate launch --num_processes 4 -m
-noiselevels train CONFIG --out DIR`` runs data-parallel. ``batch_size`` is the global batch, split
+runs single-process (on CPU when no GPU is visible); ``accelerate launch --multi_gpu --num_processes 4
+-m noiselevels train CONFIG --out DIR`` runs data-parallel on GPUs (add ``--num_machines``,
+``--machine_rank``, ``--main_process_ip`` for several nodes). Several CPU processes (gloo) are
+started with ``torchrun --standalone --nproc_per_node 2 -m noiselevels train CONFIG --out DIR``
+(``accelerate launch --cpu`` starts only one process without an MPI setup); accelerate picks the
+process group up from the environment either way. ``batch_size`` is the global batch, split
 evenly over the processes; each process draws its own data order and noise (seeded from ``seed`` and
 its rank); losses and the loss profile are reduced over processes; only the main process writes.
 """
@@ -551,6 +555,7 @@ class TrainResult:
     log: list[dict[str, Any]]
     checkpoint: Path | None
     images_per_second: float
+    main_process: bool = True
 
 
 class _SigintFlag:
@@ -889,7 +894,13 @@ def train(
     accelerator.end_training()
     ips = total_imgs / total_time if total_time > 0 else float("nan")
     return TrainResult(
-        out_dir=out, step=step, status=status, log=log, checkpoint=last_ckpt, images_per_second=ips
+        out_dir=out,
+        step=step,
+        status=status,
+        log=log,
+        checkpoint=last_ckpt,
+        images_per_second=ips,
+        main_process=main,
     )
 
 

@@ -2,7 +2,8 @@
 
 Trains a model (noiselevels.train) and writes the run folder: resolved config, log, loss profile over
 λ, safetensors checkpoints. ``--resume`` (or ``--resume DIR``) continues the newest checkpoint of the
-run folder with its stored configuration. Multi-GPU: ``accelerate launch -m noiselevels train ...``.
+run folder with its stored configuration. Multi-GPU: ``accelerate launch --multi_gpu -m noiselevels
+train ...``; several CPU processes: ``torchrun --standalone --nproc_per_node N -m noiselevels train ...``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
             "  noiselevels train --out runs/digits --data digits --steps 500 \\\n"
             "      --set noise.process=vp --set noise.density.name=logit_normal\n"
             "  noiselevels train --resume runs/mnist --steps 4000\n"
-            "  accelerate launch --num_processes 2 -m noiselevels train CONFIG.toml --out runs/ddp\n"
+            "  accelerate launch --multi_gpu --num_processes 4 -m noiselevels train C.toml --out runs/ddp\n"
+            "  torchrun --standalone --nproc_per_node 2 -m noiselevels train CONFIG.toml --out runs/cpu2\n"
         ),
     )
     p.add_argument("config", nargs="?", help="TOML configuration ([noise], [data], [model], [train])")
@@ -71,6 +73,8 @@ def run(args) -> int:
         if args.data:
             cfg = cfg.replace(data=dataclasses.replace(cfg.data, name=args.data))
         result = train(cfg, out, steps=args.steps, progress=not args.no_progress)
+    if not result.main_process:
+        return 130 if result.status == "interrupted" else 0
     last = result.log[-1] if result.log else {}
     loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
     print(f"{result.status} at step {result.step}{loss}; run folder: {result.out_dir}")
