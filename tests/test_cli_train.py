@@ -11,9 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from noiselevels.checkpoint import load_checkpoint
 from noiselevels.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and does not fight the other tests for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 CONFIG = """
 [noise]

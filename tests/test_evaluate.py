@@ -20,6 +20,15 @@ from noiselevels.parameterizations import parameterization
 from noiselevels.train import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and does not fight the other tests for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_quantize_8bit():
     k = torch.arange(256)
     v, k2 = quantize_8bit(k / 127.5 - 1.0 + 1e-4)

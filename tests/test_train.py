@@ -22,6 +22,16 @@ from noiselevels.train import (
     train,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and does not fight the other tests for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY_MODEL = {"channels": [8, 16], "emb_dim": 16, "fourier_features": 4}
 
 
