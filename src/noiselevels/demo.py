@@ -32,14 +32,14 @@ DEMO_CONFIG = {
     "data": {"name": "mnist", "batch_size": 64},
     "model": {"kind": "unet", "channels": [32, 64, 64]},
     "train": {
-        "steps": 1200,
+        "steps": 900,
         "lr": 2e-3,
         "warmup": 100,
         "ema_decay": 0.995,
         "grad_clip": 1.0,
         "seed": 0,
         "log_every": 50,
-        "ckpt_every": 400,
+        "ckpt_every": 300,
     },
 }
 BUDGETS = (8, 24)  # Heun steps: 15 and 47 denoiser evaluations
@@ -52,7 +52,7 @@ def _fmt(v: float | None, spec: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m noiselevels.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps (default 1200)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default 900)")
     ap.add_argument("--num", type=int, default=500, help="samples per budget for FD/KID (default 500)")
     ap.add_argument("--fresh", action="store_true", help="retrain even if a finished run exists")
     ap.add_argument("--no-progress", action="store_true")
