@@ -166,3 +166,17 @@ def test_two_processes_with_gloo(tmp_path):
     assert {"rng.noise.0", "rng.noise.1"} <= set(ck.extra)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3
+
+
+@pytest.mark.slow
+def test_demo_smoke(tmp_path):
+    """`make demo` end to end with a 2-step run and a handful of samples."""
+    from noiselevels.demo import main as demo_main
+
+    out = tmp_path / "demo"
+    args = ["--out", str(out), "--steps", "2", "--num", "16", "--bpd-images", "4", "--no-progress"]
+    assert demo_main(args) == 0
+    report = (out / "report.md").read_text()
+    for name in ("samples_8steps.png", "samples_24steps.png", "loss_profile.png", "effective_weighting.png"):
+        assert (out / name).is_file() and name in report
+    assert "Bits per dimension" in report and "FD" in report

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default 900)")
     ap.add_argument("--num", type=int, default=500, help="samples per budget for FD/KID (default 500)")
+    ap.add_argument("--bpd-images", type=int, default=None, help="validation images for bits/dim (all)")
     ap.add_argument("--fresh", action="store_true", help="retrain even if a finished run exists")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -115,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     bpd = bits_per_dim(
-        run.model, process=run.process, parameterization=run.parameterization, x=val.data, num_levels=4
+        run.model,
+        process=run.process,
+        parameterization=run.parameterization,
+        x=val.data[: args.bpd_images],
+        num_levels=4,
     )
     timings["bpd_s"] = time.perf_counter() - t0
     n_img = bpd["num_images"]
