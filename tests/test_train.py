@@ -211,3 +211,8 @@ def test_example_configs_load():
         noise_config(cfg.noise)
     # the demo trains exactly the documented example
     assert load_train_config(root / "mnist_v_cosine.toml") == TrainConfig.from_dict(DEMO_CONFIG)
+
+
+def test_sample_every_writes_grids(tmp_path):
+    train(tiny(steps=2, sample_every=2, ckpt_every=0), tmp_path, progress=False)
+    assert (tmp_path / "samples" / "step_00000002.png").read_bytes()[:4] == b"\x89PNG"
