@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         cfg = cfg.replace(train=type(cfg.train)(**{**cfg.train.__dict__, "steps": args.steps}))
     timings: dict[str, float] = {}
-    t_all = time.perf_counter()
+    t_all, cpu_all = time.perf_counter(), time.process_time()
 
     # ---- 1. train (or reuse a finished run)
     ck = latest_checkpoint(run_dir / "checkpoints") if run_dir.exists() else None
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         res = train(cfg, run_dir, progress=not args.no_progress)
         timings["train_images_per_second"] = res.images_per_second
     timings["train_s"] = time.perf_counter() - t0
+    timings["train_cpu_s"] = time.process_time() - cpu_all
 
     run = load_run(run_dir)
     torch.set_grad_enabled(False)
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(run_dir / "loss_profile.png", out / "loss_profile.png")
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     timings["total_s"] = time.perf_counter() - t_all
+    timings["total_cpu_s"] = time.process_time() - cpu_all
+    timings["torch_threads"] = torch.get_num_threads()
     (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
     metrics = {"bits_per_dim": bpd, "samples": rows, "floor_train_vs_val": floor, "step": run.step}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
