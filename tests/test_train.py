@@ -183,6 +183,9 @@ def test_resume_errors(tmp_path):
         train(None, tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="steps"):
         train(tiny(), tmp_path, steps=0, progress=False)
+    train(tiny(steps=1, ckpt_every=0), tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(tiny(steps=1), tmp_path / "r", progress=False)
 
 
 def test_adaptive_sampler_is_fed_and_resumed_exactly(tmp_path):

@@ -626,6 +626,10 @@ def train(
             raise CheckpointError(f"cannot resume: no checkpoint under {out / 'checkpoints'}")
     else:
         cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config or {})
+        if latest_checkpoint(out / "checkpoints") is not None:
+            raise ValueError(
+                f"run folder {out} already holds checkpoints; continue it with --resume or choose a new --out"
+            )
     if steps is not None:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, steps=_int("train", "steps", steps, 1)))
     opts = cfg.train
