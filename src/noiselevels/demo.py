@@ -30,7 +30,7 @@ DEMO_CONFIG = {
         "weighting": {"name": "min_snr", "gamma": 5.0},
     },
     "data": {"name": "mnist", "batch_size": 64},
-    "model": {"kind": "unet", "channels": [32, 64, 64]},
+    "model": {"kind": "unet", "channels": [16, 32, 64]},
     "train": {
         "steps": 900,
         "lr": 2e-3,
