@@ -180,3 +180,13 @@ def test_demo_smoke(tmp_path):
     for name in ("samples_8steps.png", "samples_24steps.png", "loss_profile.png", "effective_weighting.png"):
         assert (out / name).is_file() and name in report
     assert "Bits per dimension" in report and "FD" in report
+
+
+def test_sample_with_a_grid_from_spacing_show(run_dir, tmp_path, capsys):
+    """`noiselevels spacing show --format json` output feeds `sample --sigmas` unchanged."""
+    assert main(["spacing", "show", "karras", "--steps", "3", "--format", "json"]) == 0
+    grid = tmp_path / "karras.json"
+    grid.write_text(capsys.readouterr().out)
+    out = tmp_path / "g.png"
+    assert main(["sample", str(run_dir), "--sigmas", str(grid), "--num", "2", "--out", str(out)]) == 0
+    assert "--sigmas grid" in capsys.readouterr().out and out.is_file()
