@@ -687,7 +687,8 @@ def train(
     raw = accelerator.unwrap_model(model)
 
     data_iter = train_set.batches(local_batch, seed=opts.seed * 1_000_003 + rank)
-    noise_gen = torch.Generator(device=device).manual_seed(opts.seed * 7919 + 17 + rank)
+    # a CPU generator: densities draw λ on the CPU, and a run's noise is the same on any device
+    noise_gen = torch.Generator().manual_seed(opts.seed * 7919 + 17 + rank)
     torch.manual_seed(opts.seed * 104_729 + 31 + rank)  # dropout, classifier-free label dropout
     profile = LossProfile(*profile_range(objective.density or nc.density), opts.profile_bins)
     if sampler is not None and callable(getattr(sampler, "profile_overlay", None)):
