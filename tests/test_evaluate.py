@@ -139,3 +139,17 @@ def test_evaluate_tiny_run_is_finite_and_reproducible(tmp_path):
     assert res["bpd"] > 0
     again = evaluate_run(tmp_path, **kw)
     assert again["bpd"] == res["bpd"] and again["fd"] == res["fd"]
+
+
+def test_evaluate_toy_run_reports_the_error_against_the_true_distribution(tmp_path):
+    cfg = {
+        "noise": {"process": "flow", "parameterization": "flow", "density": {"name": "logit_normal"}},
+        "data": {"name": "two_moons", "batch_size": 64, "num_images": 512},
+        "model": {"kind": "mlp", "hidden": 32, "depth": 2},
+        "train": {"steps": 5, "log_every": 5, "ckpt_every": 0, "warmup": 1},
+    }
+    train(cfg, tmp_path, progress=False)
+    res = evaluate_run(tmp_path, num=64, steps=3)
+    assert "bpd" not in res and res["num_samples"] == 64
+    assert math.isfinite(res["swd"]) and math.isfinite(res["swd_floor"])
+    assert res["swd"] > res["swd_floor"]  # an untrained model is further from the data than fresh data
