@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -331,7 +332,8 @@ def main(argv=None) -> int:
         for part in parts:
             merged["problems"].update(part["problems"])
         merged["problems"] = {k: merged["problems"][k] for k in SETTINGS if k in merged["problems"]}
-        merged["command"] = "; ".join(part["command"] for part in parts) + " (run in parallel, then --merge)"
+        cmds = [re.sub(r" --out \S+", "", part["command"]) for part in parts]
+        merged["command"] = " & ".join(cmds) + " (in parallel, then --merge)"
         merged["seconds"] = max(part["seconds"] for part in parts)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "spacing.json").write_text(json.dumps(merged, indent=1, allow_nan=False) + "\n")
