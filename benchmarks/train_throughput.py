@@ -125,7 +125,21 @@ def write_results(result: dict) -> None:
             "",
             *[f"- {k}: {v:.1f}" for k, v in demo_timings.items() if isinstance(v, (int, float))],
             "",
+            "Seconds from `runs/demo/timings.json` (`make demo`). When the machine is shared, the wall "
+            "seconds include waiting for other jobs; `*_cpu_s` counts this process's own CPU time.",
+            "",
         ]
+        metrics = ROOT / "runs/demo/metrics.json"
+        if metrics.is_file():
+            m = json.loads(metrics.read_text())
+            lines += [
+                f"Demo results: bits/dim {m['bits_per_dim']['bpd']:.3f}; "
+                + "; ".join(
+                    f"{r['steps']} Heun steps FD {r['fd']:.2f} KID {r['kid']:.4f}" for r in m["samples"]
+                )
+                + f"; floor (train vs val) FD {m['floor_train_vs_val']['fd']:.2f}.",
+                "",
+            ]
     lines += [f"Command: `{result['command']}`", ""]
     (RESULTS / "train_throughput.md").write_text("\n".join(lines))
 
