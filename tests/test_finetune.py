@@ -228,3 +228,11 @@ def test_cli_errors_are_one_line(base_path, tmp_path, capsys):
     assert rc == 2 and "contains no images" in capsys.readouterr().err
     rc = main(["finetune", "--base", "no-such-base", "--class", "7", "--out", str(out)])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_cli_sample_with_adapter(tuned, base_path, tmp_path):
+    _, out = tuned
+    png = tmp_path / "s.png"
+    args = ["sample", str(base_path), "--adapter", str(out), "--class", "7", "--num", "4", "--steps", "2"]
+    assert main([*args, "--solver", "euler", "--out", str(png)]) == 0
+    assert png.is_file()

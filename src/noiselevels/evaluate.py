@@ -208,19 +208,24 @@ def evaluate_run(
     features: str | Callable[[Tensor], Tensor] = "mnist",
     seed: int = 0,
     ema: bool = True,
+    adapter: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """All metrics of a run folder, as a JSON-able dict.
+
+    ``run_dir`` may also be a base model (``mnist-base``, an exported safetensors) and ``adapter`` a
+    LoRA fine-tune folder to attach (``noiselevels.finetune.load_model``).
 
     Image data: ``bpd`` (on up to ``bpd_images`` validation images; None = all) and, when the feature
     extractor applies (``"mnist"`` needs 1-channel images and resizes them to 28×28), ``fd``/``kid``
     of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. 2-D toy
     data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
     vs validation set)."""
-    from .train import generate, load_run
+    from .finetune import load_model
+    from .train import generate
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
         raise ValueError(f"num must be an integer >= 2; got {num!r}")
-    run = load_run(run_dir, ema=ema)
+    run = load_model(run_dir, adapter, ema=ema)  # = noiselevels.train.load_run for a run folder
     val = run.config.data.load("val")
     is_image = len(run.data["shape"]) == 3
     num_classes = run.config.model.get("num_classes")

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", metavar="DIR", help="run folder written by `noiselevels train`")
+    p.add_argument("run", metavar="DIR", help="run folder of `noiselevels train` or a base (mnist-base)")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA fine-tune folder (noiselevels finetune) to attach")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--num", type=int, default=500, help="samples for FD/KID/SWD (default 500)")
     p.add_argument("--steps", type=int, default=20, help="solver steps for the samples (default 20)")
@@ -53,6 +54,7 @@ def run(args) -> int:
         bpd_levels=args.bpd_levels,
         seed=args.seed,
         ema=not args.no_ema,
+        adapter=args.adapter,
     )
     print(f"run {res['run']} at step {res['step']} ({res['data']}; {res['noise']})")
     if "bits_per_dim" in res:

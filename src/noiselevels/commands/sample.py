@@ -26,7 +26,8 @@ def register(subparsers) -> None:
             "  noiselevels sample runs/cond --class 3 --guidance 2.0 --out threes.png\n"
         ),
     )
-    p.add_argument("run", metavar="DIR", help="run folder written by `noiselevels train`")
+    p.add_argument("run", metavar="DIR", help="run folder of `noiselevels train` or a base (mnist-base)")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA fine-tune folder (noiselevels finetune) to attach")
     p.add_argument("--steps", type=int, default=20, metavar="N", help="number of solver steps (default 20)")
     p.add_argument("--spacing", default="karras", metavar="NAME", help="spacing name (default karras)")
     p.add_argument(
@@ -82,7 +83,7 @@ def run(args) -> int:
 
     from ..config import parse_value
     from ..images import make_grid, save_image
-    from ..train import generate, load_run
+    from ..train import generate
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
@@ -95,7 +96,9 @@ def run(args) -> int:
             raise ValueError(f"--spacing-param {item!r} must look like name=value")
         params[key.strip()] = parse_value(value)
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
-    run_ = load_run(args.run, ema=not args.no_ema)
+    from ..finetune import load_model
+
+    run_ = load_model(args.run, args.adapter, ema=not args.no_ema)  # = load_run for a run folder
     labels = None
     num_classes = run_.config.model.get("num_classes")
     if args.label is not None:
