@@ -101,7 +101,7 @@ def run_problem(name: str, *, quick: bool, log) -> dict:
                 prob.denoiser, steps=steps, solver=sname, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
                 shape=prob.shape, generator=torch.Generator().manual_seed(0), num_samples=cfg["train"],
                 iters=min(40, sweeps), reference=lambda x, **kw: prob.reference_solve(
-                    x, rtol=cfg["rtol"], atol=cfg["rtol"], **kw), return_info=True,
+                    x, rtol=cfg["rtol"], atol=cfg["rtol"], **kw), return_info=True, patience=None,
             )
             row["optimized"] = solve_error(prob.denoiser, res.sigmas, x_t, target, solver=sname)
             row["optimized_sigmas"] = res.sigmas.tolist()
@@ -143,7 +143,7 @@ def run_stochastic(name: str, *, log) -> dict:
         res = optimize_spacing(
             prob.denoiser, steps=steps, solver="euler_ancestral", sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
             x0=train, generator=torch.Generator().manual_seed(0), num_samples=cfg["train"],
-            iters=min(40, max(2, cfg["sweeps"] // steps)), return_info=True,
+            iters=min(40, max(2, cfg["sweeps"] // steps)), return_info=True, patience=None,
         )
         row["optimized"] = bound(res.sigmas[:-1].tolist())
         row["optimized_sigmas"] = res.sigmas.tolist()

@@ -28,13 +28,13 @@ construction: a move of u_i goes a fraction f_i ∈ (0, 1) of the way to the bou
 neighbours (less ``min_log_step``; σ_min below the last level), so the grid stays strictly decreasing and
 never leaves [σ_min, σ_max]. A coordinate-wise pattern search (the local search of AYS, made adaptive):
 for each movable level in turn try both directions with its own f_i, keep the better move if it lowers
-the criterion and grow f_i ×1.5 (at most 0.5), else halve f_i; stop after ``iters`` sweeps or when every
-f_i < ``tol``. The first sweep scans each level at 10, 25, 50, 75 and 90 % of the way to either
-neighbour instead, which lets the search leave the basin of a poor start. After each sweep a
-Hooke–Jeeves pattern move extrapolates the sweep's total change (×1, else ×½) to follow valleys that
-run across coordinates. The search needs no gradients (any denoiser works, ``torch.no_grad`` models
-too) and costs about 2·(N − 1) solves per sweep (10·(N − 1) in the first). ``init`` may name several
-spacings; the search starts from the best of them.
+the criterion and grow f_i ×1.5 (at most 0.5), else halve f_i; stop after ``iters`` sweeps, when every
+f_i < ``tol``, or when ``patience`` sweeps together gained less than 0.1 %. The first sweep scans each
+level at 10, 25, 50, 75 and 90 % of the way to either neighbour instead, which lets the search leave
+the basin of a poor start. After each sweep a Hooke–Jeeves pattern move extrapolates the sweep's total
+change (×1, else ×½) to follow valleys that run across coordinates. The search needs no gradients (any
+denoiser works, ``torch.no_grad`` models too) and costs about 2·(N − 1) solves per sweep (10·(N − 1) in
+the first). ``init`` may name several spacings; the search starts from the best of them.
 
 With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
 the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and on a grid pinned at
@@ -63,6 +63,8 @@ _CRITERIA = ("auto", "solve_error", "klub")
 DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp")
 # the first sweep scans each level at these fractions of the way to either neighbour
 _SCAN = (0.1, 0.25, 0.5, 0.75, 0.9)
+# stop when `patience` sweeps in a row lowered the criterion by less than this (relative) in all
+_STALL_GAIN = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +203,7 @@ def optimize_spacing(
     num_samples: int = 256,
     iters: int = 40,
     optimize_last: bool = True,
+    patience: int | None = 5,
     min_log_step: float | None = None,
     tol: float = 1e-3,
     criterion: str = "auto",
@@ -226,6 +229,7 @@ def optimize_spacing(
             values, or a list of names (start from the best of them; default ``DEFAULT_INITS``).
         num_samples: batch size of the criterion (starting points or data draws).
         iters: maximum number of sweeps of the coordinate search; tol: the smallest move fraction.
+        patience: stop when this many sweeps in a row gained less than 0.1 % together (None: never).
         optimize_last: also move the last nonzero level (within [σ_min, its upper neighbour)):
             σ_min is then the lowest level the grid may visit rather than a level it must visit.
         min_log_step: the smallest allowed log(σ_i/σ_{i+1}) between nonzero levels (default: 5 % of
@@ -353,6 +357,8 @@ def optimize_spacing(
         history.append(best_err)
         if callback is not None:
             callback(sweep, best_err, torch.tensor([*nonzero, 0.0], dtype=torch.float64))
+        if patience and len(history) > patience and history[-1] > (1 - _STALL_GAIN) * history[-1 - patience]:
+            break  # the last `patience` sweeps gained less than 0.1 % together
 
     sigmas = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
     if not return_info:
