@@ -162,3 +162,12 @@ def test_ray_backend_two_trials(base, tmp_path):
     import ray
 
     ray.shutdown()
+
+
+@pytest.mark.parametrize("name", ["timestep-types-demo.toml", "timestep-types.toml"])
+def test_bundled_sweeps_parse(name):
+    from pathlib import Path
+
+    sw = load_sweep(Path(__file__).resolve().parents[1] / "examples" / "sweeps" / name)
+    assert {"linear", "sigmoid", "weighted", "shift", "sigmoid+importance"} <= set(sw.configs)
+    assert sw.base == "mnist-base" and sw.concept["class"] == 7
