@@ -236,3 +236,13 @@ def test_cli_sample_with_adapter(tuned, base_path, tmp_path):
     args = ["sample", str(base_path), "--adapter", str(out), "--class", "7", "--num", "4", "--steps", "2"]
     assert main([*args, "--solver", "euler", "--out", str(png)]) == 0
     assert png.is_file()
+
+
+def test_prior_preservation(base_path, tmp_path):
+    x, _, _ = concept_images(class_label=7, num_images=4, shape=SHAPE)
+    res = finetune(str(base_path), x, steps=2, batch_size=4, rank=2, prior_weight=1.0, prior_images=9,
+                   out_dir=tmp_path / "p")  # fmt: skip
+    info = json.loads((tmp_path / "p" / "finetune.json").read_text())
+    assert info["prior_weight"] == 1.0 and info["prior_images"] == 9 and res.log
+    with pytest.raises(ValueError, match="prior_weight must be a finite number >= 0"):
+        finetune(str(base_path), x, steps=1, prior_weight=-1.0)

@@ -451,6 +451,8 @@ def finetune(
     label: int | None = None,
     target: str | None = None,
     adaptive: Mapping[str, Any] | None = None,
+    prior_weight: float = 0.0,
+    prior_images: int = 90,
     profile_bins: int = 40,
     log_every: int = 25,
     extra_info: Mapping[str, Any] | None = None,
@@ -466,6 +468,12 @@ def finetune(
 
     ``label``: the trigger label (default: the base's spare slot; required for a conditional base
     without one). With ``out_dir`` the adapter and its metadata are written (module docstring).
+
+    ``prior_weight`` > 0 turns on prior preservation (DreamBooth, Ruiz et al. 2023, eq. 2): before
+    training, the base model draws ``prior_images`` samples spread evenly over its trained classes
+    (other than ``label``); every step adds ``prior_weight`` × the same loss on a batch of them with
+    their labels, so the adapter is also asked to keep reproducing what the base did for the other
+    classes (at twice the cost per step).
     """
     from .train import LossProfile, build_adaptive, profile_range
 
@@ -510,6 +518,18 @@ def finetune(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed * 7919 + 17)
     profile = LossProfile(*profile_range(nc.density), profile_bins)
+    if not (isinstance(prior_weight, (int, float)) and not isinstance(prior_weight, bool)
+            and 0 <= prior_weight < math.inf):  # fmt: skip
+        raise ValueError(f"prior_weight must be a finite number >= 0; got {prior_weight!r}")
+    prior_x = prior_y = None
+    if prior_weight > 0:
+        _check_int("prior_images", prior_images, 1)
+        others = [c for c in (b.trained_classes or []) if c != label]
+        if not conditional or not others:
+            raise ValueError("prior_weight > 0 needs a class-conditional base with other trained classes")
+        prior_y = torch.tensor(others)[torch.arange(prior_images) % len(others)]
+        prior_x = sample(b.model, b.noise, tuple(b.data["shape"]), labels=prior_y, num=prior_images,
+                         seed=seed + 99)  # fmt: skip
     cond_labels = torch.full((batch_size,), label, dtype=torch.long) if conditional else None
     log: list[dict[str, Any]] = []
     acc, n_acc = 0.0, 0
@@ -521,6 +541,10 @@ def finetune(
         cond = {"labels": cond_labels} if conditional else {}
         res = objective(pm, images[idx], generator=g, **cond)
         loss = res.loss.float().mean()
+        if prior_x is not None:
+            j = torch.randint(0, len(prior_x), (batch_size,), generator=g)
+            prior = objective(pm, prior_x[j], generator=g, labels=prior_y[j])
+            loss = loss + prior_weight * prior.loss.float().mean()
         if not torch.isfinite(loss):
             raise ValueError(f"non-finite fine-tuning loss at step {step}; lower lr (now {lr})")
         loss.backward()
@@ -543,6 +567,7 @@ def finetune(
     if out_dir is not None:
         result.out_dir = _save(result, Path(out_dir), rank=rank, alpha=alpha, lr=lr, steps=steps,
                                batch_size=batch_size, seed=seed, target=target, adaptive=adaptive,
+                               prior_weight=prior_weight, prior_images=prior_images,
                                num_images=len(images), profile=profile, extra=extra_info)  # fmt: skip
     return result
 

@@ -83,7 +83,7 @@ __all__ = [
 SWEEP_KEYS = ("base", "class", "images", "num_images", "seeds", "name", "workers")
 FINETUNE_KEYS = (
     "timestep_type", "noise", "rank", "alpha", "lr", "steps", "batch_size", "warmup", "label", "target",
-    "adaptive",
+    "adaptive", "prior_weight", "prior_images",
 )  # fmt: skip
 EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features")
 DEMO_SWEEP = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / "timestep-types-demo.toml"

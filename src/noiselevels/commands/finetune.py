@@ -74,6 +74,12 @@ def register(subparsers) -> None:
         default=None,
         help="adaptive noise-level sampler (noiselevels.training.adaptive kind, e.g. importance)",
     )
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=0.0,
+        help="prior preservation: weight of a loss on base-model samples of the other classes (default 0)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (adapter + metadata)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
@@ -152,6 +158,7 @@ def run(args) -> int:
         label=args.label,
         target=args.target,
         adaptive=adaptive,
+        prior_weight=args.prior_weight,
         extra_info={"images": desc},
     )
     out = Path(args.out)
