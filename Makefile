@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo demo-train lint bench clean
 
 # k-diffusion is a numeric reference for the solver tests only; its package __init__ needs torchvision,
 # so it is installed without dependencies and its sampling.py is loaded directly by the tests.
@@ -20,8 +20,12 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/ruff check src tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -x
 
+# the timestep-type study (fine-tuning sweep, a few minutes); demo-train: train + sample + evaluate (~10 min)
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m noiselevels.demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m noiselevels.demo study
+
+demo-train: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m noiselevels.demo train
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -66,7 +66,7 @@ def scaling(sweep, out: Path, workers: int) -> dict:
 
 def reference_fd(sweep, seed: int = 1234) -> dict:
     """FD on the new class of ``mnist-all`` (trained on all ten classes, same budget), same evaluation."""
-    from noiselevels.finetune import concept_images, evaluate_finetune, load_base
+    from noiselevels.finetuning import concept_images, evaluate_finetune, load_base
 
     ref = load_base("mnist-all")
     shape = tuple(ref.data["shape"])

@@ -45,7 +45,7 @@ from noiselevels import spectral as sp
 from noiselevels.checkpoint import latest_checkpoint
 from noiselevels.data import load_dataset
 from noiselevels.evaluate import sample_quality
-from noiselevels.train import TrainConfig, generate, load_run, train
+from noiselevels.trainer import TrainConfig, generate, load_run, train
 
 SPACINGS = ("schedule", "karras", "exponential")
 SPACING_PARAMS = {"schedule": {}, "karras": {"rho": 7.0}, "exponential": {}}

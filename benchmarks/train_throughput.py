@@ -9,7 +9,7 @@ To cancel the drift of a shared machine, the two are measured in alternating rou
 trainer, plain, ...) of ``--steps`` steps each after ``--warmup`` unmeasured steps; the ratio is the
 median over rounds of trainer images/s ÷ plain images/s of the same round.
 
-The demo's wall time is read from ``runs/demo/timings.json`` (``make demo`` writes it) or measured
+The demo's wall time is read from ``runs/demo/timings.json`` (``make demo-train`` writes it) or measured
 with ``--demo``.
 
     python benchmarks/train_throughput.py [--rounds 3] [--steps 40] [--model demo|small] [--demo]
@@ -51,9 +51,9 @@ def _clock() -> tuple[float, float]:
 
 
 def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
-    """(wall, CPU) images/s of ``noiselevels.train.train`` from the end of step ``warmup`` to the last
+    """(wall, CPU) images/s of ``noiselevels.trainer.train`` from the end of step ``warmup`` to the last
     step. CPU images/s = images per second of this process's CPU time (robust to a busy machine)."""
-    from noiselevels.train import train
+    from noiselevels.trainer import train
 
     stamps: dict[int, tuple[float, float]] = {}
     train(cfg, out, progress=False, callback=lambda step, _res: stamps.__setitem__(step, _clock()))
@@ -64,7 +64,7 @@ def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
 
 def plain_rate(cfg: dict, warmup: int) -> tuple[float, float]:
     """(wall, CPU) images/s of the plain loop over the same model, data, objective and seed."""
-    from noiselevels.train import DataConfig, build_model_for, noise_config
+    from noiselevels.trainer import DataConfig, build_model_for, noise_config
 
     data = DataConfig(**{k: v for k, v in cfg["data"].items()}).load("train")
     objective = noise_config(cfg["noise"]).objective()
@@ -125,7 +125,7 @@ def write_results(result: dict) -> None:
             "",
             *[f"- {k}: {v:.1f}" for k, v in demo_timings.items() if isinstance(v, (int, float))],
             "",
-            "Seconds from `runs/demo/timings.json` (`make demo`). When the machine is shared, the wall "
+            "Seconds from `runs/demo/timings.json` (`make demo-train`). When the machine is shared, the wall "
             "seconds include waiting for other jobs; `*_cpu_s` counts this process's own CPU time.",
             "",
         ]
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5, help="unmeasured steps at the start of each round")
     ap.add_argument("--model", choices=["demo", "small"], default="demo")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--demo", action="store_true", help="also run `python -m noiselevels.demo --fresh`")
+    ap.add_argument("--demo", action="store_true", help="also run `python -m noiselevels.demo train --fresh`")
     ap.add_argument(
         "--update-demo",
         action="store_true",
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_timings = None
     if args.demo:
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "noiselevels.demo", "--fresh", "--no-progress"]
+        cmd = [sys.executable, "-m", "noiselevels.demo", "train", "--fresh", "--no-progress"]
         subprocess.run(cmd, cwd=ROOT, check=True)
         demo_wall = time.perf_counter() - t0
         demo_timings = {"wall_s": demo_wall, **json.loads((ROOT / "runs/demo/timings.json").read_text())}

@@ -68,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from noiselevels.finetune import base_fd_per_class, export_base
+    from noiselevels.finetuning import base_fd_per_class, export_base
 
     name = "mnist-all" if args.all_classes else "mnist-base"
     asset = args.out / f"{name}.safetensors"
     info_path = args.out / f"{name}.json"
     if not args.evaluate_only:
-        from noiselevels.train import train
+        from noiselevels.trainer import train
 
         cfg = config(
             steps=args.steps, seed=args.seed, all_classes=args.all_classes, batch_size=args.batch_size

@@ -409,7 +409,7 @@ def tiny_run(adaptive, steps=6):
 
 @pytest.mark.parametrize("kind", ["uncertainty", "timewarp", "learned_schedule"])
 def test_trainer_runs_each_kind(tmp_path, kind):
-    from noiselevels.train import train
+    from noiselevels.trainer import train
 
     extra = {"hidden": 4} if kind == "learned_schedule" else {}
     res = train(
@@ -425,7 +425,7 @@ def test_trainer_runs_each_kind(tmp_path, kind):
 
 
 def test_trainer_importance_sampler_resumes_exactly(tmp_path):
-    from noiselevels.train import train
+    from noiselevels.trainer import train
     from noiselevels.training.adaptive import load_adaptive
 
     cfg = tiny_run({"kind": "importance", "bins": 20, "logsnr_min": -10.0, "logsnr_max": 10.0})

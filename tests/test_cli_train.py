@@ -170,16 +170,44 @@ def test_two_processes_with_gloo(tmp_path):
 
 @pytest.mark.slow
 def test_demo_smoke(tmp_path):
-    """`make demo` end to end with a 2-step run and a handful of samples."""
+    """`make demo-train` end to end with a 2-step run and a handful of samples."""
     from noiselevels.demo import main as demo_main
 
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--steps", "2", "--num", "16", "--bpd-images", "4", "--no-progress"]
+    args = ["train", "--out", str(out), "--steps", "2", "--num", "16", "--bpd-images", "4", "--no-progress"]
     assert demo_main(args) == 0
+    assert torch.is_grad_enabled()  # evaluation under no_grad must not leak into the caller
     report = (out / "report.md").read_text()
     for name in ("samples_8steps.png", "samples_24steps.png", "loss_profile.png", "effective_weighting.png"):
         assert (out / name).is_file() and name in report
     assert "Bits per dimension" in report and "FD" in report
+
+
+def test_demo_defaults_to_the_study(monkeypatch, tmp_path):
+    """`make demo` (no job named) runs the timestep-type study; options go to it."""
+    import noiselevels.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "study", lambda out, *, workers: seen.update(out=out, workers=workers) or 0)
+    assert demo.main([]) == 0 and seen == {"out": "runs/demo/timestep-types", "workers": None}
+    assert demo.main(["--workers", "3", "--out", str(tmp_path)]) == 0
+    assert seen == {"out": str(tmp_path), "workers": 3}
+
+
+def test_train_enables_grad_inside_no_grad(tmp_path):
+    """`train()` called from a no_grad block still trains (it enables grad itself)."""
+    from noiselevels.trainer import train
+
+    cfg = {
+        "noise": {"process": "flow", "parameterization": "flow", "density": {"name": "logit_normal"}},
+        "data": {"name": "digits", "batch_size": 8, "num_images": 40},
+        "model": {"channels": [8, 16], "emb_dim": 16, "fourier_features": 4},
+        "train": {"steps": 2, "log_every": 1, "ckpt_every": 0, "warmup": 1},
+    }
+    with torch.no_grad():
+        res = train(cfg, tmp_path / "run", progress=False)
+        assert not torch.is_grad_enabled()  # and the caller's mode is restored
+    assert res.step == 2 and res.status == "completed"
 
 
 def test_sample_with_a_grid_from_spacing_show(run_dir, tmp_path, capsys):

@@ -88,3 +88,20 @@ def test_schedule_base_checks_t_and_differentiates():
     torch.testing.assert_close(s.t_of(s.logsnr(t)), t)
     # t_of clamps outside the range
     torch.testing.assert_close(s.t_of(torch.tensor([50.0, -50.0])), torch.tensor([0.0, 1.0]))
+
+
+def test_from_dict_in_a_fresh_process_knows_every_registered_component():
+    """A serialised component from any module (here the spectral 'tight' schedule) deserialises
+    without the caller importing that module first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, noiselevels as nl\n"
+        "d = {'kind': 'schedule', 'name': 'tight', 't_knots': [0.0, 0.5, 1.0],"
+        " 'logsnr_knots': [5.0, 0.0, -5.0]}\n"
+        "print(type(nl.from_dict(d)).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "TightSchedule"

@@ -17,7 +17,7 @@ from noiselevels.evaluate import (
 )
 from noiselevels.levels import alpha_sigma, broadcast
 from noiselevels.parameterizations import parameterization
-from noiselevels.train import train
+from noiselevels.trainer import train
 
 
 @pytest.fixture(autouse=True)

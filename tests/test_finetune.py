@@ -1,4 +1,4 @@
-"""noiselevels.finetune: base models, LoRA adapters (save/load round trip), base + adapter sampling,
+"""noiselevels.finetuning: base models, LoRA adapters (save/load round trip), base + adapter sampling,
 noise-level resolution, the concept's images and their errors, and the ``finetune`` command."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from noiselevels.cli import main
-from noiselevels.finetune import (
+from noiselevels.finetuning import (
     add_lora,
     concept_images,
     finetune,

@@ -54,3 +54,21 @@ def test_design_composition_runs():
     x = nl.solve(denoiser, noise * sigmas[0], sigmas=sigmas, solver="heun")
     # the exact answer for a point mass at 0 is 0
     torch.testing.assert_close(x, torch.zeros_like(x))
+
+
+def test_exported_functions_are_not_shadowed_by_submodules():
+    """Importing any submodule first must not replace an exported function by a module of the same
+    name (Python sets ``package.<submodule>`` on import)."""
+    code = (
+        "import importlib, pkgutil, types, noiselevels as nl\n"
+        "for m in pkgutil.walk_packages(nl.__path__, 'noiselevels.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "bad = [n for n in nl._EXPORTS if isinstance(getattr(nl, n), types.ModuleType)]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_submodules():
+    assert callable(nl.toy.mixture_2d) and callable(nl.spectral.rapsd)

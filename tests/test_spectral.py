@@ -347,7 +347,7 @@ def test_resolve_spectral_config_rejects_typos():
 
 
 def test_tiny_per_instance_training_run_end_to_end(tmp_path):
-    from noiselevels.train import TrainConfig, generate, load_run, train
+    from noiselevels.trainer import TrainConfig, generate, load_run, train
 
     cfg = TrainConfig.from_dict(
         {

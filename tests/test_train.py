@@ -1,4 +1,4 @@
-"""Tests of noiselevels.train: tiny runs per parameterisation, resume equality, loss profile, failures."""
+"""Tests of noiselevels.trainer: tiny runs per parameterisation, resume equality, loss profile, failures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from noiselevels.checkpoint import load_checkpoint
-from noiselevels.train import (
+from noiselevels.trainer import (
     LossProfile,
     NonFiniteLossError,
     TrainConfig,
@@ -204,7 +204,7 @@ def test_example_configs_load():
     from pathlib import Path
 
     from noiselevels.demo import DEMO_CONFIG
-    from noiselevels.train import noise_config
+    from noiselevels.trainer import noise_config
 
     root = Path(__file__).resolve().parents[1] / "examples" / "train"
     paths = sorted(root.glob("*.toml"))

@@ -15,6 +15,10 @@ and ``noiselevels --help`` stay fast::
     W = nl.effective_weighting(density, weight)
     sigmas = nl.spacing("karras", rho=7).sigmas(18, sigma_min=0.002, sigma_max=80.0)
     x = nl.solve(denoiser, noise * sigmas[0], sigmas=sigmas, solver="heun")
+
+Training, sampling and evaluating real models: ``nl.train``, ``nl.load_run``, ``nl.generate``,
+``nl.evaluate_run``; fine-tuning and experiments: ``nl.finetune``, ``nl.run_sweep``; the submodules
+``nl.toy`` (exact problems) and ``nl.spectral`` (per-instance schedules).
 """
 
 from __future__ import annotations
@@ -69,12 +73,32 @@ _EXPORTS: dict[str, str] = {
     "optimize_spacing": "sampling.optimize",
     # components
     "from_dict": "components",
+    # training, sampling and evaluating real models
+    "TrainConfig": "trainer",
+    "load_train_config": "trainer",
+    "train": "trainer",
+    "load_run": "trainer",
+    "generate": "trainer",
+    "bits_per_dim": "evaluate",
+    "sample_quality": "evaluate",
+    "evaluate_run": "evaluate",
+    # fine-tuning and experiments
+    "finetune": "finetuning",
+    "load_model": "finetuning",
+    "load_sweep": "sweep",
+    "run_sweep": "sweep",
 }
+# public submodules, also loaded lazily: nl.toy.mixture_2d(), nl.spectral.rapsd(images)
+_MODULES: dict[str, str] = {"toy": "sampling.toy", "spectral": "spectral"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_MODULES])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        module = importlib.import_module(f"noiselevels.{_MODULES[name]}")
+        globals()[name] = module
+        return module
     if name in _EXPORTS:
         module = importlib.import_module(f"noiselevels.{_EXPORTS[name]}")
         value = getattr(module, name)

@@ -119,10 +119,22 @@ def from_dict(d: dict[str, Any]) -> Any:
     """Rebuild a component from ``component.to_dict()`` output (nested components included)."""
     if not isinstance(d, dict) or "kind" not in d or "name" not in d:
         raise ValueError(f"expected a dict with 'kind' and 'name' keys; got {d!r}")
+    _import_registering_modules()
     if d["kind"] not in _KINDS:
         raise ValueError(f"unknown component kind {d['kind']!r}; valid kinds: {', '.join(sorted(_KINDS))}")
     kw = {k: _decode(v) for k, v in d.items() if k not in ("kind", "name")}
     return _KINDS[d["kind"]].create(d["name"], **kw)
+
+
+def _import_registering_modules() -> None:
+    """Import every module that registers components, so that any serialised component resolves."""
+    import importlib
+
+    for mod in (
+        "schedules", "spectral", "presets", "sampling.spacings", "sampling.solvers",
+        "training.densities", "training.weightings", "training.adaptive",
+    ):  # fmt: skip
+        importlib.import_module(f"noiselevels.{mod}")
 
 
 def _decode(v: Any) -> Any:

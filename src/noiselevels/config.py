@@ -75,7 +75,7 @@ _KIND_OF_KEY = {
 
 def _registries() -> dict[str, Registry]:
     """The registries, with every module that registers components imported."""
-    from . import presets, schedules  # noqa: F401  (registration side effects)
+    from . import presets, schedules, spectral  # noqa: F401  (registration side effects)
     from .parameterizations import PARAMETERIZATIONS
     from .training import adaptive, densities, weightings  # noqa: F401
 

@@ -1,8 +1,17 @@
-"""``make demo`` / ``python -m noiselevels.demo``: train, sample, evaluate and report, on CPU, in minutes.
+"""``make demo`` / ``python -m noiselevels.demo [study|train]``: the two main jobs, on CPU, in minutes.
+
+``study`` (the default, ``make demo``) — the timestep-type study: fine-tunes the shipped base model
+``mnist-base`` (which never saw the digit 7) on 30 images of a 7 with LoRA adapters, once per "timestep
+type" (linear, sigmoid, weighted, shift, sigmoid + loss importance sampling, sigmoid + prior
+preservation), in parallel processes, and writes ``runs/demo/timestep-types/report.md``: the Fréchet
+distance of the new digit, how much the other digits degraded, wall time. It is
+``noiselevels sweep examples/sweeps/timestep-types-demo.toml``; a half-finished study resumes.
+
+``train`` (``make demo-train``) — train, sample, evaluate and report:
 
 1. trains a small UNet on the embedded MNIST training split (4,500 images) — VP process, v-prediction,
    uniform t under the cosine schedule, min-SNR-5 weighting (``examples/train/mnist_v_cosine.toml``);
-2. samples 64 images at two step budgets (Heun on a Karras grid);
+2. samples 500 images at two step budgets (Heun on a Karras grid);
 3. evaluates: bits/dim from the VDM bound on the 500 validation images, FD and KID of 500 samples per
    budget against the validation set on the project's MNIST classifier features (with the
    train-vs-validation distance as the floor a perfect model would reach);
@@ -45,54 +54,14 @@ DEMO_CONFIG = {
 BUDGETS = (8, 24)  # Heun steps: 15 and 47 denoiser evaluations
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m noiselevels.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps (default 900)")
-    ap.add_argument("--num", type=int, default=500, help="samples per budget for FD/KID (default 500)")
-    ap.add_argument("--bpd-images", type=int, default=None, help="validation images for bits/dim (all)")
-    ap.add_argument("--fresh", action="store_true", help="retrain even if a finished run exists")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-
+def _evaluate(run, out: Path, args: argparse.Namespace, timings: dict[str, float]):
+    """Samples at the two budgets with FD/KID, the train-vs-validation floor, bits/dim."""
     import torch
 
-    from .checkpoint import latest_checkpoint
     from .evaluate import bits_per_dim, sample_quality
     from .images import make_grid, save_image
-    from .train import TrainConfig, generate, load_run, train
+    from .trainer import generate
 
-    out = Path(args.out)
-    run_dir = out / "run"
-    cfg = TrainConfig.from_dict(DEMO_CONFIG)
-    if args.steps is not None:
-        cfg = cfg.replace(train=type(cfg.train)(**{**cfg.train.__dict__, "steps": args.steps}))
-    timings: dict[str, float] = {}
-    t_all, cpu_all = time.perf_counter(), time.process_time()
-
-    # ---- 1. train (or reuse a finished run)
-    ck = latest_checkpoint(run_dir / "checkpoints") if run_dir.exists() else None
-    done = ck is not None and int(ck.name.split("-")[1]) >= cfg.train.steps and not args.fresh
-    t0 = time.perf_counter()
-    if done:
-        print(f"reusing the finished run in {run_dir} (--fresh retrains)")
-    else:
-        if args.fresh and run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
-        print(f"training {cfg.train.steps} steps on embedded MNIST (CPU) into {run_dir} ...")
-        res = train(cfg, run_dir, progress=not args.no_progress)
-        timings["train_images_per_second"] = res.images_per_second
-    timings["train_s"] = time.perf_counter() - t0
-    timings["train_cpu_s"] = time.process_time() - cpu_all
-
-    run = load_run(run_dir)
-    torch.set_grad_enabled(False)
     val = run.config.data.load("val")
     train_set = run.config.data.load("train")
     shape = tuple(run.data["shape"])
@@ -126,7 +95,84 @@ def main(argv: list[str] | None = None) -> int:
     timings["bpd_s"] = time.perf_counter() - t0
     n_img = bpd["num_images"]
     print(f"  bits/dim (VDM bound, {n_img} validation images): {bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f}")
+    return rows, floor, bpd, val
 
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m noiselevels.demo", description=__doc__.split("\n\n")[0])
+    jobs = ap.add_subparsers(dest="job", metavar="{study,train}")
+    st = jobs.add_parser("study", help="the timestep-type study (default)")
+    st.add_argument("--out", default="runs/demo/timestep-types", help="sweep folder")
+    st.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores, at most 4)")
+    tr = jobs.add_parser("train", help="train, sample, evaluate and report")
+    tr.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    tr.add_argument("--steps", type=int, default=None, help="training steps (default 900)")
+    tr.add_argument("--num", type=int, default=500, help="samples per budget for FD/KID (default 500)")
+    tr.add_argument("--bpd-images", type=int, default=None, help="validation images for bits/dim (all)")
+    tr.add_argument("--fresh", action="store_true", help="retrain even if a finished run exists")
+    tr.add_argument("--no-progress", action="store_true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["study", *argv]
+    args = ap.parse_args(argv)
+    if args.job == "study":
+        return study(args.out, workers=args.workers)
+    return train_report(args)
+
+
+def study(out: str | Path = "runs/demo/timestep-types", *, workers: int | None = None) -> int:
+    """Run the demo sweep (resuming), print its table and where the report is."""
+    from .sweep import run_demo
+
+    t0 = time.perf_counter()
+    report = run_demo(out, workers=workers)
+    text = report.read_text()
+    table = [line for line in text.splitlines() if line.startswith("|") or line.startswith("Best ")]
+    print("\n".join(["", *table, ""]))
+    print(f"study finished in {time.perf_counter() - t0:.0f} s; report: {report} (+ report.html, plots)")
+    return 0
+
+
+def train_report(args: argparse.Namespace) -> int:
+    """The ``train`` job (module docstring)."""
+    import torch
+
+    from .checkpoint import latest_checkpoint
+    from .trainer import TrainConfig, load_run, train
+
+    out = Path(args.out)
+    run_dir = out / "run"
+    cfg = TrainConfig.from_dict(DEMO_CONFIG)
+    if args.steps is not None:
+        cfg = cfg.replace(train=type(cfg.train)(**{**cfg.train.__dict__, "steps": args.steps}))
+    timings: dict[str, float] = {}
+    t_all, cpu_all = time.perf_counter(), time.process_time()
+
+    # ---- 1. train (or reuse a finished run)
+    ck = latest_checkpoint(run_dir / "checkpoints") if run_dir.exists() else None
+    done = ck is not None and int(ck.name.split("-")[1]) >= cfg.train.steps and not args.fresh
+    t0 = time.perf_counter()
+    if done:
+        print(f"reusing the finished run in {run_dir} (--fresh retrains)")
+    else:
+        if args.fresh and run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        print(f"training {cfg.train.steps} steps on embedded MNIST (CPU) into {run_dir} ...")
+        res = train(cfg, run_dir, progress=not args.no_progress)
+        timings["train_images_per_second"] = res.images_per_second
+    timings["train_s"] = time.perf_counter() - t0
+    timings["train_cpu_s"] = time.process_time() - cpu_all
+
+    run = load_run(run_dir)
+    with torch.no_grad():
+        evaluated = _evaluate(run, out, args, timings)
+    rows, floor, bpd, val = evaluated
     # ---- 4. plots and report
     from .plots import plot_logsnr
 
@@ -204,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(this invocation){'; reused a finished run' if done else ''}. Total demo wall time "
         f"{timings['total_s']:.0f} s.",
         "",
-        f"Reproduce: `make demo` (or `python -m noiselevels.demo --fresh`); run folder `{run_dir}`.",
+        "Reproduce: `make demo-train` (or `python -m noiselevels.demo train --fresh`); "
+        f"run folder `{run_dir}`.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))

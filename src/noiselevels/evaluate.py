@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .levels import log_sigmoid
+
 __all__ = [
     "bits_per_dim",
     "evaluate_run",
@@ -56,7 +58,7 @@ def _prior_kl(x: Tensor, logsnr_min: float) -> Tensor:
     """KL(N(αx, σ²I) ‖ N(0, I)) per sample (nats), VP α² = sigmoid(λ), σ² = sigmoid(−λ). Shape (B,)."""
     lam = torch.tensor(logsnr_min, dtype=torch.float64)
     a2, s2 = torch.sigmoid(lam), torch.sigmoid(-lam)
-    log_s2 = torch.nn.functional.logsigmoid(-lam)
+    log_s2 = log_sigmoid(-lam)
     kl = 0.5 * (a2 * x * x + s2 - 1.0 - log_s2)
     return kl.flatten(1).sum(1)
 
@@ -213,19 +215,19 @@ def evaluate_run(
     """All metrics of a run folder, as a JSON-able dict.
 
     ``run_dir`` may also be a base model (``mnist-base``, an exported safetensors) and ``adapter`` a
-    LoRA fine-tune folder to attach (``noiselevels.finetune.load_model``).
+    LoRA fine-tune folder to attach (``noiselevels.finetuning.load_model``).
 
     Image data: ``bpd`` (on up to ``bpd_images`` validation images; None = all) and, when the feature
     extractor applies (``"mnist"`` needs 1-channel images and resizes them to 28×28), ``fd``/``kid``
     of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. 2-D toy
     data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
     vs validation set)."""
-    from .finetune import load_model
-    from .train import generate
+    from .finetuning import load_model
+    from .trainer import generate
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
         raise ValueError(f"num must be an integer >= 2; got {num!r}")
-    run = load_model(run_dir, adapter, ema=ema)  # = noiselevels.train.load_run for a run folder
+    run = load_model(run_dir, adapter, ema=ema)  # = noiselevels.trainer.load_run for a run folder
     val = run.config.data.load("val")
     is_image = len(run.data["shape"]) == 3
     num_classes = run.config.model.get("num_classes")

@@ -3,13 +3,13 @@
 A sweep is a TOML file::
 
     [sweep]
-    base = "mnist-base"          # any base of noiselevels.finetune.load_base
+    base = "mnist-base"          # any base of noiselevels.finetuning.load_base
     class = 7                    # the new concept: an MNIST class (held-out real images = the rest) ...
     # images = "path/to/folder"  # ... or a folder of images (then no Fréchet distance of the concept)
     num_images = 30
     seeds = [0, 1, 2]
 
-    [finetune]                   # defaults of every run (noiselevels.finetune.finetune's arguments)
+    [finetune]                   # defaults of every run (noiselevels.finetuning.finetune's arguments)
     rank = 8
     steps = 300
 
@@ -226,14 +226,14 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 def validate(sweep: Sweep) -> None:
     """Check everything that can fail before any run starts: the base loads, every configuration's
     timestep type / noise table resolves, the concept's images exist and are enough."""
-    from .finetune import concept_images, load_base, resolve_noise
+    from .finetuning import concept_images, load_base, resolve_noise
 
     base = load_base(sweep.base)
     for name, params in sweep.configs.items():
         try:
             nc = resolve_noise(_noise_arg(params), base.noise)
             if params.get("adaptive"):
-                from .train import build_adaptive
+                from .trainer import build_adaptive
 
                 build_adaptive(dict(params["adaptive"]), nc.objective())
         except ValueError as e:
@@ -276,7 +276,7 @@ def run_one(run_dir: str | os.PathLike, *, threads: int | None = None) -> dict[s
     ``error.json``; return the result. Used by the worker subprocesses and the Ray trials."""
     import torch
 
-    from .finetune import concept_images, evaluate_finetune, finetune, load_base
+    from .finetuning import concept_images, evaluate_finetune, finetune, load_base
 
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / "spec.json").read_text())
@@ -692,7 +692,7 @@ def _plots(out: Path, data: Mapping[str, Any]) -> list[tuple[str, str]]:
         plt.close(fig)
         figs.append(("samples.png", "Samples of the new concept, one row per configuration (first seed)."))
     # effective weightings W(λ) = p(λ) w(λ), normalised to integrate to 1 over the window
-    from .finetune import load_base, resolve_noise
+    from .finetuning import load_base, resolve_noise
 
     lam = torch.linspace(-12, 12, 481, dtype=torch.float64)
     try:

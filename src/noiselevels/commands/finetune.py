@@ -1,6 +1,6 @@
 """``noiselevels finetune --base MODEL (--images DIR | --class C) --timestep-type NAME --out DIR``.
 
-Teaches a base model a new concept from a few images with LoRA adapters (noiselevels.finetune): the
+Teaches a base model a new concept from a few images with LoRA adapters (noiselevels.finetuning): the
 concept is trained into the base's spare label slot (for ``mnist-base``: label 7, the digit it never
 saw), only the adapter is saved. The noise levels come from ``--timestep-type`` (any preset: ai-toolkit's
 ``linear``, ``sigmoid``, ``weighted``, ``shift``, ... or ``tool:name``) or from a ``[noise]`` TOML
@@ -133,7 +133,7 @@ def run(args) -> int:
 
     import torch
 
-    from ..finetune import concept_images, evaluate_finetune, finetune, load_base, resolve_noise, sample
+    from ..finetuning import concept_images, evaluate_finetune, finetune, load_base, resolve_noise, sample
 
     base = load_base(args.base)
     shape = tuple(base.data["shape"])

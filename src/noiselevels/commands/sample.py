@@ -83,7 +83,7 @@ def run(args) -> int:
 
     from ..config import parse_value
     from ..images import make_grid, save_image
-    from ..train import generate
+    from ..trainer import generate
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
@@ -96,7 +96,7 @@ def run(args) -> int:
             raise ValueError(f"--spacing-param {item!r} must look like name=value")
         params[key.strip()] = parse_value(value)
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
-    from ..finetune import load_model
+    from ..finetuning import load_model
 
     run_ = load_model(args.run, args.adapter, ema=not args.no_ema)  # = load_run for a run folder
     labels = None

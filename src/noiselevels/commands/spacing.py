@@ -172,7 +172,7 @@ def _run_optimize(args) -> int:
         reference = prob.reference_solve if args.problem == "gaussian" else None
         x0 = prob.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
     else:
-        from ..train import load_run
+        from ..trainer import load_run
 
         run = load_run(args.run)
         if run.conditional:

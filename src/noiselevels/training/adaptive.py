@@ -1220,7 +1220,7 @@ def load_adaptive(run_dir) -> Any:
     from pathlib import Path
 
     from ..checkpoint import load_checkpoint
-    from ..train import load_train_config, noise_config
+    from ..trainer import load_train_config, noise_config
 
     path = Path(run_dir)
     if not (path / "config.json").is_file():

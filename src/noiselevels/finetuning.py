@@ -119,7 +119,7 @@ def _spare_label(cfg: Mapping[str, Any]) -> int | None:
 
 def export_base(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write a trained run's EMA weights and resolved configuration into one safetensors file."""
-    from .train import load_run
+    from .trainer import load_run
 
     run = load_run(run_dir, ema=True)
     return save_base(run.model, config=run.config.to_dict(), data=run.data, path=path, step=run.step)
@@ -147,7 +147,7 @@ def load_base(spec: str | os.PathLike | BaseModel, *, device: str | torch.device
     """Resolve ``spec`` (a name in ``BASES``, a safetensors file of :func:`export_base`, or a run folder)."""
     if isinstance(spec, BaseModel):
         return spec
-    from .train import build_model_for, load_run, noise_config
+    from .trainer import build_model_for, load_run, noise_config
 
     s = str(spec)
     if s in BASES:
@@ -166,7 +166,7 @@ def load_base(spec: str | os.PathLike | BaseModel, *, device: str | torch.device
     if not path.is_file():
         raise ValueError(
             f"base model {s!r} not found: give one of {', '.join(BASES)}, a .safetensors file written by "
-            "noiselevels.finetune.export_base, or a run folder of 'noiselevels train'"
+            "noiselevels.finetuning.export_base, or a run folder of 'noiselevels train'"
         )
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -207,8 +207,8 @@ def sample(
     batch_size: int = 250,
 ) -> Tensor:
     """``num`` samples (num, *shape) in [−1, 1] of a (possibly adapted) model: the probability-flow ODE
-    on a Karras grid of ``steps`` steps (``noiselevels.train.generate``), no guidance."""
-    from .train import generate
+    on a Karras grid of ``steps`` steps (``noiselevels.trainer.generate``), no guidance."""
+    from .trainer import generate
 
     was = model.training
     model.eval()
@@ -278,7 +278,7 @@ def resolve_noise(timestep_type: Any, base_noise) -> Any:
             )
         nc = preset(name)
     elif isinstance(timestep_type, Mapping):
-        from .train import noise_config
+        from .trainer import noise_config
 
         table = dict(timestep_type)
         table.setdefault("process", base_noise.process)
@@ -475,7 +475,7 @@ def finetune(
     their labels, so the adapter is also asked to keep reproducing what the base did for the other
     classes (at twice the cost per step).
     """
-    from .train import LossProfile, build_adaptive, profile_range
+    from .trainer import LossProfile, build_adaptive, profile_range
 
     b = load_base(base)
     _check_int("steps", steps, 1)
@@ -574,7 +574,7 @@ def finetune(
 
 def _save(res: FinetuneResult, out: Path, *, profile, extra, **hp) -> Path:
     from .checkpoint import write_json_atomic
-    from .train import _nan_to_none
+    from .trainer import _nan_to_none
 
     out.mkdir(parents=True, exist_ok=True)
     res.model.save_pretrained(str(out / "adapter"))
@@ -636,7 +636,7 @@ def load_adapter(
     pm = _attach(b.model, adir, b.source)
     noise = b.noise
     if "noise" in info:
-        from .train import noise_config
+        from .trainer import noise_config
 
         noise = noise_config(info["noise"])
     out = dataclasses.replace(b, model=pm, noise=noise, source=f"{b.source} + {adir}")
@@ -651,10 +651,10 @@ def load_model(
     device: str | torch.device = "cpu",
 ):
     """What ``noiselevels sample`` / ``evaluate`` load for ``RUN_OR_BASE [--adapter DIR]``: a
-    ``noiselevels.train.Run`` (model in eval mode, noise configuration, data metadata). ``base`` is a
-    run folder (loaded with ``noiselevels.train.load_run``), ``mnist-base`` or an exported safetensors
+    ``noiselevels.trainer.Run`` (model in eval mode, noise configuration, data metadata). ``base`` is a
+    run folder (loaded with ``noiselevels.trainer.load_run``), ``mnist-base`` or an exported safetensors
     file; ``adapter`` a fine-tune folder of :func:`finetune`, attached to that model."""
-    from .train import Run, TrainConfig, load_run
+    from .trainer import Run, TrainConfig, load_run
 
     p = Path(os.path.expanduser(str(base)))
     if p.is_dir():
