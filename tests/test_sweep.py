@@ -89,6 +89,9 @@ def test_two_run_sweep_end_to_end(done):
     assert rows["linear"]["retention"][0] == pytest.approx(lin["fd_other"] - data["base"]["fd_other"])
     md = (out / "report.md").read_text()
     assert "| linear | 1 |" in md and "| shift | 1 |" in md and "base model (no fine-tune)" in md
+    # one seed: the mean alone (no "± 0.00" spread that was never measured) and a warning
+    assert f"| linear | 1 | {lin['fd_new']:.2f} |" in md and "± 0.00" not in md
+    assert "One seed per configuration" in md
     for f in ("report.html", "samples.png", "effective_weightings.png", "loss_profiles.png"):
         assert (out / f).is_file(), f
     assert "<table>" in (out / "report.html").read_text()
@@ -171,3 +174,17 @@ def test_bundled_sweeps_parse(name):
     sw = load_sweep(Path(__file__).resolve().parents[1] / "examples" / "sweeps" / name)
     assert {"linear", "sigmoid", "weighted", "shift", "sigmoid+importance"} <= set(sw.configs)
     assert sw.base == "mnist-base" and sw.concept["class"] == 7
+
+
+def test_demo_study_prints_question_table_and_caveat(done, monkeypatch, capsys):
+    """`make demo` prints the question, the sweep table, the winners and the one-seed caveat."""
+    import noiselevels.demo as demo
+    import noiselevels.sweep as sweep_mod
+
+    out, _ = done
+    monkeypatch.setattr(sweep_mod, "run_demo", lambda o, *, workers: out / "report.md")
+    assert demo.study(out) == 0
+    text = capsys.readouterr().out
+    assert "Which timestep type teaches" in text
+    assert "| configuration | runs | FD new ↓ |" in text and "| linear | 1 |" in text
+    assert "Best for the new concept:" in text and "One seed per configuration" in text

@@ -512,13 +512,16 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     if not xs:
         return math.nan, math.nan
     m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
     return m, s
 
 
 def _pm(m: float, s: float, digits: int = 2) -> str:
+    """``mean ± std``; just the mean when there is no spread to show (one seed)."""
     if not math.isfinite(m):
         return "–"
+    if not math.isfinite(s):
+        return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
@@ -582,14 +585,14 @@ def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
         "FD = Fréchet distance on the MNIST classifier's features (`noiselevels.metrics`; lower is better): "
         "**FD new** of the concept's samples against held-out real images of it; **retention** = "
         "FD of the other classes after fine-tuning − the base model's (0 = no degradation, lower is "
-        "better); **train s** = fine-tuning wall time. Mean ± std over seeds.",
+        "better); **train s** = fine-tuning wall time. Mean ± std over seeds (± only with two or more).",
         "",
         "| configuration | runs | FD new ↓ | retention ΔFD other ↓ | FD other | train s |",
         "|---|---|---|---|---|---|",
     ]
     if base:
-        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan), 0.0)} | 0 | "
-                     f"{_pm(base.get('fd_other', math.nan), 0.0)} | – |")  # fmt: skip
+        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan), math.nan)} | 0 | "
+                     f"{_pm(base.get('fd_other', math.nan), math.nan)} | – |")  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['n']} | {_pm(*r['fd_new'])} | {_pm(*r['retention'])} | "
@@ -603,6 +606,9 @@ def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
         if okr:
             bestr = min(okr, key=lambda r: r["retention"][0])
             lines.append(f"Best retention: **{bestr['config']}** (ΔFD other {_pm(*bestr['retention'])}).")
+        if max(r["n"] for r in ok) < 2:
+            lines += ["", "One seed per configuration, so no spread is known: add seeds (`seeds = [0, 1, 2]` "
+                      "in the sweep file) before trusting a ranking by a few FD points."]
     if data["failed"] or data["pending"]:
         lines += ["", "## Runs without a result", ""]
         lines += [f"- `{rid}`: failed — {msg}" for rid, msg in data["failed"].items()]
