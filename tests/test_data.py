@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noiselevels.data import ArrayDataset, BatchIterator, list_datasets, load_dataset
+from noiselevels.data import ArrayDataset, BatchIterator, balanced_indices, list_datasets, load_dataset
 
 EMBEDDED = ["mnist", "digits", "brightness", "two_moons", "gaussian_mixture_2d", "checkerboard"]
 SIZES = {  # (train, val, item shape, num_classes)
@@ -100,6 +100,26 @@ def test_options_size_channels_classes_num_images():
     assert small.shape == (1, 4, 4)
     toy = load_dataset("two_moons", num_images=123)
     assert toy.data.shape == (123, 2)
+
+
+def test_balanced_indices_seeded_class_balanced_and_sorted():
+    val = load_dataset("mnist", split="val")  # stored class by class: the first 25 are all 0s
+    assert val.labels[:25].unique().tolist() == [0]
+    for seed in (None, 0, 3):
+        idx = balanced_indices(val, 25, seed=seed)
+        counts = val.labels[idx].bincount(minlength=10)
+        assert len(idx) == 25 and len(idx.unique()) == 25 and (idx.diff() > 0).all()
+        assert int(counts.min()) >= 2 and int(counts.max() - counts.min()) <= 1, counts
+    torch.testing.assert_close(balanced_indices(val, 25, seed=3), balanced_indices(val, 25, seed=3))
+    assert not torch.equal(balanced_indices(val, 25, seed=0), balanced_indices(val, 25, seed=3))
+    torch.testing.assert_close(balanced_indices(val, len(val), seed=5), torch.arange(len(val)))
+    toy = load_dataset("two_moons", num_images=100)  # unlabelled: first n, or a seeded random subset
+    torch.testing.assert_close(balanced_indices(toy, 7), torch.arange(7))
+    rnd = balanced_indices(toy, 7, seed=1)
+    assert len(rnd.unique()) == 7 and not torch.equal(rnd, torch.arange(7))
+    for bad in (0, 501, 2.5):
+        with pytest.raises(ValueError, match="subset size"):
+            balanced_indices(val, bad)
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,43 @@ def test_evaluate_toy_run_reports_the_error_against_the_true_distribution(tmp_pa
     assert "bpd" not in res and res["num_samples"] == 64
     assert math.isfinite(res["swd"]) and math.isfinite(res["swd_floor"])
     assert res["swd"] > res["swd_floor"]  # an untrained model is further from the data than fresh data
+
+
+def test_evaluate_uses_a_seeded_class_balanced_validation_subset(tmp_path, monkeypatch):
+    """MNIST's validation split is stored class by class: ``bpd_images``/``num`` below its size must
+    not mean "the first N" (all 0s), but a class-balanced subset drawn from the seed."""
+    import noiselevels.evaluate as ev
+
+    cfg = {
+        "noise": {"process": "vp", "parameterization": "eps", "density": {"name": "logit_normal"}},
+        "data": {"name": "mnist", "size": 8, "batch_size": 8, "num_images": 40},
+        "model": {"channels": [8], "emb_dim": 8, "fourier_features": 4, "num_classes": 10},
+        "train": {"steps": 1, "log_every": 1, "ckpt_every": 0, "warmup": 1},
+    }
+    train(cfg, tmp_path, progress=False)
+    seen = {}
+
+    def fake_bpd(model, *, x, labels, **kw):
+        seen["bpd_x"], seen["bpd_labels"] = x, labels
+        return {"bpd": 1.0}
+
+    def fake_quality(samples, reference, **kw):
+        seen["ref"] = reference
+        return {"fd": 0.0, "kid": 0.0, "num_samples": samples.shape[0]}
+
+    monkeypatch.setattr(ev, "bits_per_dim", fake_bpd)
+    monkeypatch.setattr(ev, "sample_quality", fake_quality)
+    evaluate_run(tmp_path, num=23, steps=1, bpd_images=25, seed=4)
+    counts = seen["bpd_labels"].bincount(minlength=10)
+    assert len(seen["bpd_labels"]) == 25 and int(counts.min()) >= 2 and int(counts.max()) <= 3, counts
+
+    from noiselevels.data import load_dataset
+
+    val = load_dataset("mnist", split="val", size=8)
+    for x, n in ((seen["bpd_x"], 25), (seen["ref"], 23)):  # map the images back to their labels
+        idx = ((x.flatten(1)[:, None] - val.data.flatten(1)[None]).abs().sum(-1) == 0).float().argmax(1)
+        got = val.labels[idx].bincount(minlength=10)
+        assert len(x) == n and int(got.max() - got.min()) <= 1, got
+    first = seen["bpd_x"]
+    evaluate_run(tmp_path, num=23, steps=1, bpd_images=25, seed=5)  # another seed: another subset
+    assert not torch.equal(first, seen["bpd_x"])

@@ -56,6 +56,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ArrayDataset",
     "BatchIterator",
+    "balanced_indices",
     "list_datasets",
     "load_dataset",
 ]
@@ -288,21 +289,39 @@ def _select_classes(ds: ArrayDataset, classes: Sequence[int]) -> ArrayDataset:
     return ds.subset(mask)
 
 
-def _balanced_subset(ds: ArrayDataset, n: int) -> ArrayDataset:
-    """The first ``n`` items of a round-robin over classes (file order within a class); order kept."""
-    if n > len(ds):
-        raise ValueError(f"num_images must be in 1..{len(ds)} for {ds.name!r} {ds.split}; got {n}")
+def balanced_indices(ds: ArrayDataset, n: int, *, seed: int | None = None) -> Tensor:
+    """Indices (sorted, int64) of a class-balanced subset of ``n`` items of ``ds``.
+
+    Labelled sets: the first ``n`` items of a round-robin over the classes, so class counts differ by
+    at most one while every class has items left (the embedded image sets are stored class by class,
+    so their first ``n`` items are not a fair sample). Within a class the items are taken in file order
+    (``seed=None``) or in a random order drawn from ``seed``. Unlabelled sets: the first ``n`` items
+    (``seed=None``) or ``n`` drawn at random without replacement from ``seed``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(ds):
+        raise ValueError(
+            f"the subset size must be an integer in 1..{len(ds)} for {ds.name!r} {ds.split}; got {n!r}"
+        )
+    g = None if seed is None else torch.Generator().manual_seed(seed)
     if ds.labels is None:
-        return ds.subset(torch.arange(n))
-    labels = ds.labels
+        chosen = torch.arange(n) if g is None else torch.randperm(len(ds), generator=g)[:n]
+        return chosen.sort().values
+    order = torch.arange(len(ds)) if g is None else torch.randperm(len(ds), generator=g)
+    labels = ds.labels[order]
     # rank of each item within its class, then sort by (rank, label): a round-robin over classes
     rank = torch.zeros_like(labels)
     for c in labels.unique():
         m = labels == c
         rank[m] = torch.arange(int(m.sum()))
     key = rank * (int(labels.max()) + 1) + labels
-    chosen = torch.argsort(key, stable=True)[:n]
-    return ds.subset(chosen.sort().values)
+    return order[torch.argsort(key, stable=True)[:n]].sort().values
+
+
+def _balanced_subset(ds: ArrayDataset, n: int) -> ArrayDataset:
+    """The ``num_images`` option: :func:`balanced_indices` in file order; order kept."""
+    if n > len(ds):
+        raise ValueError(f"num_images must be in 1..{len(ds)} for {ds.name!r} {ds.split}; got {n}")
+    return ds.subset(balanced_indices(ds, n))
 
 
 def _convert_images(x: Tensor, *, size: int | None, channels: int | None) -> Tensor:

@@ -219,9 +219,12 @@ def evaluate_run(
 
     Image data: ``bpd`` (on up to ``bpd_images`` validation images; None = all) and, when the feature
     extractor applies (``"mnist"`` needs 1-channel images and resizes them to 28×28), ``fd``/``kid``
-    of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. 2-D toy
+    of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. A subset of
+    the validation split is class-balanced and drawn from ``seed``
+    (:func:`noiselevels.data.balanced_indices`; the embedded splits are stored class by class). 2-D toy
     data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
     vs validation set)."""
+    from .data import balanced_indices
     from .finetuning import load_model
     from .trainer import generate
 
@@ -244,12 +247,13 @@ def evaluate_run(
         out["bpd_note"] = "not computed for per-instance (spectral) runs"
     elif is_image:
         n_b = len(val) if bpd_images is None else min(bpd_images, len(val))
+        pick = balanced_indices(val, n_b, seed=seed)
         out["bits_per_dim"] = bits_per_dim(
             run.model,
             process=run.process,
             parameterization=run.parameterization,
-            x=val.data[:n_b],
-            labels=None if labels_val is None else labels_val[:n_b],
+            x=val.data[pick],
+            labels=None if labels_val is None else labels_val[pick],
             logsnr_min=logsnr_min,
             logsnr_max=logsnr_max,
             num_levels=bpd_levels,
@@ -277,7 +281,7 @@ def evaluate_run(
     if is_image:
         shape = tuple(run.data["shape"])
         if callable(features) or shape[0] == 1:
-            ref = val.data[: min(num, len(val))]
+            ref = val.data[balanced_indices(val, min(num, len(val)), seed=seed)]
             out.update(sample_quality(samples, ref, features=features, seed=seed))
         else:
             out["fd"] = out["kid"] = None

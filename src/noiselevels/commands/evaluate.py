@@ -26,7 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("--spacing", default="karras", help="spacing of the sampler grid (default karras)")
     p.add_argument("--solver", default="heun", help="solver (default heun)")
     p.add_argument("--sigmas", metavar="FILE.json", help="explicit VE σ grid for the sampler")
-    p.add_argument("--bpd-images", type=int, default=500, help="validation images for bits/dim (default 500)")
+    p.add_argument(
+        "--bpd-images",
+        type=int,
+        default=500,
+        help="validation images for bits/dim, a class-balanced subset (default 500)",
+    )
     p.add_argument("--bpd-levels", type=int, default=4, help="λ draws per image for bits/dim (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
