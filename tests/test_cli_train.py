@@ -69,6 +69,18 @@ def test_train_writes_a_run(run_dir):
     assert [r["step"] for r in log] == [2, 4]
 
 
+def test_summary_loss_is_that_of_the_last_log_record(tmp_path, capsys):
+    """5 steps logged every 2: the summary reports the final partial interval (step 5), the same
+    record as the last line of log.jsonl, not the last complete interval (steps 3-4)."""
+    (tmp_path / "c.toml").write_text(CONFIG)
+    out_dir = str(tmp_path / "run")
+    assert main(["train", str(tmp_path / "c.toml"), "--out", out_dir, "--steps", "5", "--no-progress"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 5] and log[-1]["loss"] != log[-2]["loss"]
+    out = capsys.readouterr().out
+    assert f"completed at step 5, loss {log[-1]['loss']:.4f};" in out, out
+
+
 def test_resume_and_overrides(run_dir, tmp_path, capsys):
     d = tmp_path / "run"
     shutil.copytree(run_dir, d)

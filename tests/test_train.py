@@ -69,6 +69,17 @@ def test_twenty_steps_per_parameterization(tmp_path, process, parameterization):
     assert load_checkpoint(tmp_path).step == 20
 
 
+def test_log_records_grad_norm_and_the_final_partial_interval(tmp_path):
+    res = train(tiny("eps", steps=7, log_every=3, ckpt_every=0), tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6, 7] and [r["step"] for r in res.log] == [3, 6]
+    assert res.final_record == log[-1]  # the partial interval, step 7
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in log)
+    no_clip = tiny("eps", steps=3, log_every=3, ckpt_every=0, grad_clip=0.0)
+    off = train(no_clip, tmp_path / "off", progress=False)
+    assert "grad_norm" not in off.final_record and off.final_record == off.log[-1]
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     cfg = tiny("flow", "flow", steps=12, log_every=2, ckpt_every=5)
     full = train(cfg, tmp_path / "full", progress=False)

@@ -1,19 +1,22 @@
 """The trainer: one loop for CPU, one GPU, many GPUs (``accelerate launch``), with the loss profile over λ.
 
-A run is described by a TOML file with five sections::
+A run is described by a TOML file with six sections::
 
     [noise]      process / parameterization / density / weighting / preset (noiselevels.config)
     [data]       name, size, channels, classes, num_images, batch_size
     [model]      the network (noiselevels.models.build_model; in_channels etc. default from the data)
     [train]      steps, lr, warmup, weight_decay, ema_decay, grad_clip, seed, log_every, ckpt_every,
-                 sample_every, precision, profile_bins, keep_checkpoints
+                 sample_every, precision, profile_bins, keep_checkpoints, stratified
     [adaptive]   optional: an adaptive noise-level sampler (noiselevels.training.adaptive)
+    [spectral]   optional: per-instance (spectral) noise-level schedules (noiselevels.spectral)
 
 ``train(config, out_dir)`` trains with AdamW (linear warm-up to ``lr``, then constant), keeps an EMA of
 the weights, clips the gradient norm, and writes into ``out_dir``::
 
     config.json, config.toml   the resolved configuration (presets expanded, defaults filled in)
-    log.jsonl                  one record per log interval: step, loss, lr, images/s, grad norm
+    log.jsonl                  one record per log interval: step, loss, lr, images/s and (with
+                               ``grad_clip`` > 0) grad_norm, the interval's mean gradient norm
+                               before clipping; the last record may be a final partial interval
     loss_profile.json/.npz     per log interval, the mean and variance of the ε-unit loss ‖ε̂−ε‖²/D
                                in ``profile_bins`` bins of λ over the training range
     loss_profile.png           the profile plotted (matplotlib, imported lazily)
@@ -196,7 +199,8 @@ class TrainOptions:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A whole training run: ``noise`` (the [noise] dict, resolved by noiselevels.config), ``data``,
-    ``model`` (dict for noiselevels.models.build_model), ``train``, ``adaptive`` (dict or None)."""
+    ``model`` (dict for noiselevels.models.build_model), ``train``, ``adaptive`` and ``spectral``
+    (dicts or None)."""
 
     noise: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -547,7 +551,11 @@ def _split_state(state: Mapping[str, Any], prefix: str) -> tuple[dict[str, Tenso
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class TrainResult:
-    """What ``train`` returns: where it wrote, how far it got, and the per-interval log records."""
+    """What ``train`` returns: where it wrote, how far it got, and the per-interval log records.
+
+    ``log`` holds the complete log intervals; ``final_record`` is the last record written to
+    ``log.jsonl`` — the final partial interval's when the run stopped inside one (None if nothing was
+    logged)."""
 
     out_dir: Path
     step: int
@@ -556,6 +564,7 @@ class TrainResult:
     checkpoint: Path | None
     images_per_second: float
     main_process: bool = True
+    final_record: dict[str, Any] | None = None
 
 
 class _SigintFlag:
@@ -695,7 +704,7 @@ def train(
     if sampler is not None and callable(getattr(sampler, "profile_overlay", None)):
         profile.overlay = sampler.profile_overlay  # [adaptive]
     log: list[dict[str, Any]] = []
-    interval = {"loss": 0.0, "n": 0}
+    interval = _new_interval()
     step = 0
 
     # ---- resume
@@ -719,7 +728,7 @@ def train(
             torch.cuda.set_rng_state(ck.extra[f"rng.cuda.{rank}"])
         profile.load_state_dict(st["profile"])
         log = list(st["log"])
-        interval = dict(st["interval"])
+        interval = {**_new_interval(), **st["interval"]}  # older checkpoints: no grad-norm sums
         if sampler is not None:
             sampler_state = dict(st.get("sampler", {}))
             for k, v in ck.extra.items():
@@ -789,6 +798,7 @@ def train(
 
         bar = tqdm(total=opts.steps, initial=step, desc="train", dynamic_ncols=True, smoothing=0.1)
     last_ckpt: Path | None = None
+    final_rec: dict[str, Any] | None = None
     status = "completed"
     t_interval = time.perf_counter()
     imgs_interval = 0
@@ -824,7 +834,11 @@ def train(
                 )
             accelerator.backward(loss)
             if opts.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), opts.grad_clip)
+                norm = accelerator.clip_grad_norm_(model.parameters(), opts.grad_clip)
+                norm = float("nan") if norm is None else float(norm)  # the norm before clipping
+                if math.isfinite(norm):
+                    interval["grad_norm"] += norm
+                    interval["grad_n"] += 1
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -865,12 +879,15 @@ def train(
                     "lr": optimizer.param_groups[0]["lr"],
                     "images_per_second": imgs_interval / dt if dt > 0 else float("nan"),
                 }
+                if interval["grad_n"]:
+                    rec["grad_norm"] = interval["grad_norm"] / interval["grad_n"]
+                final_rec = rec
                 if regular:
                     # a closed interval: part of the state, so a resumed run logs exactly the same
                     total_time += dt
                     total_imgs += imgs_interval
                     log.append(rec)
-                    interval = {"loss": 0.0, "n": 0}
+                    interval = _new_interval()
                     if main:
                         profile.close(step)
                         _write_log(out, log)
@@ -907,7 +924,13 @@ def train(
         checkpoint=last_ckpt,
         images_per_second=ips,
         main_process=main,
+        final_record=final_rec if final_rec is not None else (log[-1] if log else None),
     )
+
+
+def _new_interval() -> dict[str, Any]:
+    """The running sums of one log interval (part of the checkpoint state)."""
+    return {"loss": 0.0, "n": 0, "grad_norm": 0.0, "grad_n": 0}
 
 
 def _write_log(out: Path, log: list[dict[str, Any]]) -> None:

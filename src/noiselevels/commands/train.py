@@ -75,7 +75,7 @@ def run(args) -> int:
         result = train(cfg, out, steps=args.steps, progress=not args.no_progress)
     if not result.main_process:
         return 130 if result.status == "interrupted" else 0
-    last = result.log[-1] if result.log else {}
+    last = result.final_record or {}  # the last line of log.jsonl (a final partial interval's)
     loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
     print(f"{result.status} at step {result.step}{loss}; run folder: {result.out_dir}")
     if result.checkpoint is not None:
