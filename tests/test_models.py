@@ -60,6 +60,15 @@ def test_unet_shapes_and_infinite_levels(size, channels):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_unet_up_path_mirrors_the_down_path():
+    """As UNetConfig documents: ``blocks`` residual blocks per level both ways, one skip per level,
+    concatenated into the first up block of the level."""
+    m = UNet(channels=(8, 16, 32), blocks=2, emb_dim=16, fourier_features=4)
+    assert [len(b) for b in m.down] == [2, 2, 2] and [len(b) for b in m.up] == [2, 2, 2]
+    for level, c in zip(m.up, (32, 16, 8)):  # from the bottom up
+        assert level[0].conv1.in_channels == 2 * c and level[1].conv1.in_channels == c
+
+
 def test_unet_non_square_and_out_channels():
     model = _randomise(UNet(in_channels=1, out_channels=2, channels=(8, 16, 16)))
     out = model(torch.randn(2, 1, 9, 14), torch.zeros(2))

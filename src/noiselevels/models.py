@@ -22,8 +22,9 @@ fixed so that checkpoints need no buffers); an MLP maps them to the embedding ad
 :class:`UNet` is a hand-written U-Net sized for CPU training: three resolutions (channels 16/32/64 by
 default, 0.56M parameters; a batch of 64 at 28×28 takes ≈ 170–190 ms forward + backward on 2 CPU
 cores), one residual block per level, GroupNorm + SiLU, embedding added as a
-per-channel scale and shift (FiLM), no attention. Inputs whose side is not a multiple of 4 are padded
-(replicate) and the output cropped back, so 8×8, 28×28, 32×32 or odd sizes all work.
+per-channel scale and shift (FiLM), no attention. Inputs whose side is not a multiple of
+2^(levels − 1) (4 by default) are padded (replicate) and the output cropped back, so 8×8, 28×28,
+32×32 or odd sizes all work.
 
 :class:`DiffusersUNet` wraps diffusers' ``UNet2DModel`` or ``UNet2DConditionModel`` built from a config
 dict into the same call. Its integer-style timestep input is the continuous ``1000·t`` with
@@ -120,8 +121,10 @@ class UNetConfig(_Config):
     """Configuration of :class:`UNet`.
 
     channels: channels per resolution (each next level halves H and W); blocks: residual blocks per
-    level on the way down (the way up has one more, taking the skip); emb_dim: noise-level embedding
-    width; fourier_features: number of frequencies (2 features each); groups: GroupNorm groups.
+    level, the same number on the way down and on the way up (one skip per level: the output of a
+    level's last down block is concatenated to the input of the first up block of that level);
+    emb_dim: noise-level embedding width; fourier_features: number of frequencies (2 features each);
+    groups: GroupNorm groups.
     """
 
     kind: ClassVar[str] = "unet"
