@@ -146,3 +146,50 @@ def test_user_errors_print_one_line_and_exit_2(capsys, argv, message):
 def test_no_action_prints_help(capsys):
     code, out, _ = _run(capsys)
     assert code == 2 and "list" in out and "show" in out
+
+
+def test_optimize_help_states_the_sigma_defaults_it_uses(capsys):
+    with pytest.raises(SystemExit):
+        main(["spacing", "optimize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "smallest nonzero σ_ve (default: 0.002)" in text and "largest σ_ve (default: 80.0)" in text
+    assert "EulerDiscreteScheduler" in text and "FlowMatchEulerDiscreteScheduler" in text
+    with pytest.raises(SystemExit):
+        main(["spacing", "show", "--help"])
+    assert "(default: the spacing's)" in capsys.readouterr().out
+
+
+def test_range_warning_names_both_ranges():
+    from noiselevels.commands.spacing import range_warning
+
+    grid = torch.tensor([80.0, 1.0, 0.002, 0.0], dtype=torch.float64)
+    msg = range_warning(grid, (0.0455, 21.98))
+    assert msg is not None and "\n" not in msg
+    assert "[0.002, 80]" in msg and "[0.0455, 21.98]" in msg
+    assert range_warning(grid, (0.001, 100.0)) is None
+
+
+def test_optimize_diffusers_warns_outside_the_trained_range(tmp_path, capsys):
+    from noiselevels.trainer import load_run, train
+
+    cfg = {
+        "noise": {"process": "flow", "parameterization": "flow", "density": {"name": "logit_normal"}},
+        "data": {"name": "two_moons", "batch_size": 32, "num_images": 64},
+        "model": {"kind": "mlp", "hidden": 16, "depth": 1},
+        "train": {"steps": 1, "log_every": 1, "ckpt_every": 0, "warmup": 1},
+    }
+    train(cfg, tmp_path, progress=False)
+    lo, hi = load_run(tmp_path).trained_sigma_range()
+    # logit-normal(0, 1) flow t: λ = −2·logit(t) ~ N(0, 4), so σ = e^(−λ/2) spans e^(±3.09) at 0.1/99.9 %
+    assert lo == pytest.approx(math.exp(-3.0902), rel=1e-3)
+    assert hi == pytest.approx(math.exp(3.0902), rel=1e-3)
+    base = ["optimize", "--run", str(tmp_path), "--steps", "2", "--iters", "1", "--num-samples", "4",
+            "--init", "karras", "--fix-last", "--format", "diffusers"]  # fmt: skip
+    code, out, err = _run(capsys, *base)
+    assert code == 0 and out.splitlines()[-1].startswith("scheduler.set_timesteps(sigmas=[80.0, ")
+    warn = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and "[0.002, 80]" in warn[0] and f"[{lo:.4g}, {hi:.4g}]" in warn[0], err
+    code, _, err = _run(capsys, *base, "--sigma-min", "0.05", "--sigma-max", "20")
+    assert code == 0 and "warning" not in err
+    code, _, err = _run(capsys, *base[:-1], "json")  # other formats: no scheduler to clip, no warning
+    assert code == 0 and "warning" not in err

@@ -970,6 +970,15 @@ class Run:
     def conditional(self) -> bool:
         return self.config.model.get("num_classes") is not None
 
+    def trained_sigma_range(self) -> tuple[float, float] | None:
+        """(σ_min, σ_max) on the VE scale of the levels the model was trained on: the training
+        density's [0.1 %, 99.9 %] quantiles within λ ∈ [−20, 20] (the loss profile's range,
+        :func:`profile_range`). None for a per-instance (spectral) run, whose range is per image."""
+        if self.spectral is not None:
+            return None
+        lo, hi = profile_range(self.noise.density)
+        return math.exp(-hi / 2), math.exp(-lo / 2)
+
     def denoiser(self, **cond):
         """The k-diffusion denoiser D(x, σ) → x̂₀ of the model (noiselevels.sampling.denoiser)."""
         from .sampling.denoiser import as_denoiser

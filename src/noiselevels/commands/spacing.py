@@ -10,8 +10,15 @@
 * ``optimize``: an optimised grid for a model or exact problem (implemented in
   ``noiselevels.sampling.optimize``; see ``_add_optimize_arguments`` / ``_run_optimize``).
 
-The σ range defaults to the spacing's own (EDM's 0.002–80 for formula grids, the table's ends for
-AYS, custom grids and the diffusers index rules of discrete schedules).
+For ``show`` the σ range defaults to the spacing's own (EDM's 0.002–80 for formula grids, the table's
+ends for AYS, custom grids and the diffusers index rules of discrete schedules); for ``optimize`` it
+defaults to 0.002–80.
+
+``--format diffusers`` targets ``EulerDiscreteScheduler`` (and the other schedulers that take VE σ in
+``set_timesteps(sigmas=...)``), not ``FlowMatchEulerDiscreteScheduler``, whose sigmas are flow
+t = σ/(1 + σ) without the trailing 0 (the ``flow_t`` column of ``--format table`` / ``json``; set
+``shift=1.0``). With ``optimize --run``, a grid reaching outside the σ range the run was trained on
+gets a one-line warning on stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 
 FORMATS = ("table", "json", "diffusers", "comfyui")
+OPTIMIZE_SIGMA_RANGE = (0.002, 80.0)  # σ_ve range of `spacing optimize` unless --sigma-min/max
 NESTED = ("schedule", "density")  # parameters whose value names a component of another kind
 
 
@@ -52,7 +60,7 @@ def register(subparsers) -> None:
         description="Print the σ grid (N + 1 values, trailing 0) of one spacing.",
     )
     ps.add_argument("name", help="spacing name (see `noiselevels spacing list`)")
-    _add_grid_arguments(ps, steps_required=True)
+    _add_grid_arguments(ps, steps_required=True, default_range="the spacing's")
     ps.add_argument(
         "--param",
         dest="params",
@@ -68,18 +76,27 @@ def register(subparsers) -> None:
         help="optimise a grid for a model / exact problem and a step budget",
         description="Optimise the σ grid of N steps for a denoiser and a solver.",
     )
-    _add_grid_arguments(po, steps_required=True)
+    _add_grid_arguments(po, steps_required=True, default_range=(0.002, 80.0))
     _add_optimize_arguments(po)
     po.set_defaults(func=run)
 
 
-def _add_grid_arguments(p: argparse.ArgumentParser, *, steps_required: bool) -> None:
+def _add_grid_arguments(
+    p: argparse.ArgumentParser, *, steps_required: bool, default_range: str | tuple[float, float]
+) -> None:
+    """--steps, --sigma-min/--sigma-max (``default_range``: a pair, or words for the help) and --format."""
+    lo, hi = (default_range, default_range) if isinstance(default_range, str) else default_range
     p.add_argument("--steps", type=int, required=steps_required, metavar="N", help="number of steps (>= 1)")
+    p.add_argument("--sigma-min", type=float, metavar="S", help=f"smallest nonzero σ_ve (default: {lo})")
+    p.add_argument("--sigma-max", type=float, metavar="S", help=f"largest σ_ve (default: {hi})")
     p.add_argument(
-        "--sigma-min", type=float, metavar="S", help="smallest nonzero σ_ve (default: the spacing's)"
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="output format (default: table); diffusers = VE σ for EulerDiscreteScheduler."
+        "set_timesteps(sigmas=...), not for FlowMatchEulerDiscreteScheduler (that takes the flow_t "
+        "column of table/json, without the trailing 0, with shift=1.0)",
     )
-    p.add_argument("--sigma-max", type=float, metavar="S", help="largest σ_ve (default: the spacing's)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
 
 
 def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,8 +178,9 @@ def _run_optimize(args) -> int:
     from ..sampling.optimize import DEFAULT_INITS, optimize_spacing
     from ..sampling.spacings import spacing
 
-    sigma_min = 0.002 if args.sigma_min is None else args.sigma_min
-    sigma_max = 80.0 if args.sigma_max is None else args.sigma_max
+    sigma_min = OPTIMIZE_SIGMA_RANGE[0] if args.sigma_min is None else args.sigma_min
+    sigma_max = OPTIMIZE_SIGMA_RANGE[1] if args.sigma_max is None else args.sigma_max
+    trained = None
     x0, shape, reference, dtype = None, None, None, torch.float64
     if args.problem is not None:
         from ..sampling.toy import problem
@@ -178,6 +196,7 @@ def _run_optimize(args) -> int:
         if run.conditional:
             raise ValueError(f"{args.run}: class-conditional runs are not supported by spacing optimize yet")
         denoiser, source, dtype = run.denoiser(), f"run {args.run}", torch.float32
+        trained = run.trained_sigma_range()
         train = run.config.data.load("train")
         x0 = train.data[: args.num_samples].to(dtype)
     result = optimize_spacing(
@@ -203,6 +222,10 @@ def _run_optimize(args) -> int:
         f"({result.improvement:.2f}x) in {result.evaluations} evaluations, {result.seconds:.1f} s",
         file=sys.stderr,
     )
+    if args.format == "diffusers" and trained is not None:
+        warning = range_warning(result.sigmas, trained)
+        if warning:
+            print(warning, file=sys.stderr)
     title = f"optimized for {source}, solver {result.solver}"
     component = spacing("custom", sigmas=result.sigmas.tolist()).to_dict()
     print(format_grid(result.sigmas, fmt=args.format, title=title, component=component), end="")
@@ -271,6 +294,24 @@ def _build_nested(kind: str, name: str, kw: dict):
     from ..training.densities import density
 
     return density(name, **kw)
+
+
+def range_warning(sigmas, trained: tuple[float, float]) -> str | None:
+    """A one-line warning when the nonzero levels of a σ_ve grid reach outside ``trained`` (σ_min,
+    σ_max), the range a model was trained on; None when the grid lies inside it."""
+    import torch
+
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    s = s[s > 0]
+    if not s.numel():
+        return None
+    lo, hi = float(s.min()), float(s.max())
+    if lo >= trained[0] and hi <= trained[1]:
+        return None
+    return (
+        f"warning: the grid's σ range [{lo:.4g}, {hi:.4g}] reaches outside the σ range the model was "
+        f"trained on, [{trained[0]:.4g}, {trained[1]:.4g}] (--sigma-min/--sigma-max narrow the grid)"
+    )
 
 
 def _num(x: float) -> str:
