@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from noiselevels.trainer import (
     TrainConfig,
     load_run,
     load_train_config,
+    noise_config,
     to_toml,
     train,
 )
@@ -230,3 +232,20 @@ def test_example_configs_load():
 def test_sample_every_writes_grids(tmp_path):
     train(tiny(steps=2, sample_every=2, ckpt_every=0), tmp_path, progress=False)
     assert (tmp_path / "samples" / "step_00000002.png").read_bytes()[:4] == b"\x89PNG"
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples" / "train"
+TRAIN_EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", TRAIN_EXAMPLES, ids=lambda p: p.name)
+def test_train_examples_load(path):
+    cfg = load_train_config(path)
+    assert noise_config(cfg.noise).process in ("vp", "ve", "flow")
+
+
+def test_flow_logitnormal_example_is_the_plain_flow_matching_loss():
+    """Its comment promises the plain flow-matching (velocity) MSE: in ε units (1 + e^(−λ/2))²."""
+    nc = noise_config(load_train_config(EXAMPLES_DIR / "mnist_flow_logitnormal.toml").noise)
+    lam = torch.linspace(-12.0, 12.0, 97, dtype=torch.float64)
+    torch.testing.assert_close(nc.weighting(lam).to(torch.float64), (1 + torch.exp(-lam / 2)) ** 2)
