@@ -169,16 +169,23 @@ def test_range_warning_names_both_ranges():
     assert range_warning(grid, (0.001, 100.0)) is None
 
 
-def test_optimize_diffusers_warns_outside_the_trained_range(tmp_path, capsys):
-    from noiselevels.trainer import load_run, train
+def _tiny_flow_run(out, data: str) -> None:
+    """A one-step logit-normal flow run of a small MLP on a 2-D toy set, in ``out``."""
+    from noiselevels.trainer import train
 
     cfg = {
         "noise": {"process": "flow", "parameterization": "flow", "density": {"name": "logit_normal"}},
-        "data": {"name": "two_moons", "batch_size": 32, "num_images": 64},
+        "data": {"name": data, "batch_size": 32, "num_images": 64},
         "model": {"kind": "mlp", "hidden": 16, "depth": 1},
         "train": {"steps": 1, "log_every": 1, "ckpt_every": 0, "warmup": 1},
     }
-    train(cfg, tmp_path, progress=False)
+    train(cfg, out, progress=False)
+
+
+def test_optimize_diffusers_warns_outside_the_trained_range(tmp_path, capsys):
+    from noiselevels.trainer import load_run
+
+    _tiny_flow_run(tmp_path, "two_moons")
     lo, hi = load_run(tmp_path).trained_sigma_range()
     # logit-normal(0, 1) flow t: λ = −2·logit(t) ~ N(0, 4), so σ = e^(−λ/2) spans e^(±3.09) at 0.1/99.9 %
     assert lo == pytest.approx(math.exp(-3.0902), rel=1e-3)
@@ -193,3 +200,24 @@ def test_optimize_diffusers_warns_outside_the_trained_range(tmp_path, capsys):
     assert code == 0 and "warning" not in err
     code, _, err = _run(capsys, *base[:-1], "json")  # other formats: no scheduler to clip, no warning
     assert code == 0 and "warning" not in err
+
+
+def test_optimize_run_fits_a_class_balanced_training_subset(tmp_path, capsys, monkeypatch):
+    """`--run` optimises on a seeded class-balanced subset, not the first N (class-ordered) examples."""
+    import noiselevels.sampling.optimize as opt
+    from noiselevels.data import balanced_indices
+    from noiselevels.trainer import load_run
+
+    _tiny_flow_run(tmp_path, "gaussian_mixture_2d")
+    seen = {}
+    real = opt.optimize_spacing
+    monkeypatch.setattr(opt, "optimize_spacing", lambda den, **kw: seen.update(kw) or real(den, **kw))
+    args = ["optimize", "--run", str(tmp_path), "--steps", "2", "--iters", "1", "--num-samples", "8"]
+    code, _, err = _run(capsys, *args, "--init", "karras", "--seed", "3", "--format", "json")
+    assert code == 0, err
+    data = load_run(tmp_path).config.data.load("train")
+    pick = balanced_indices(data, 8, seed=4)
+    assert_close(seen["x0"], data.data[pick].to(torch.float32))
+    counts = torch.bincount(data.labels[pick])
+    classes = int(data.labels.max()) + 1
+    assert int(counts.max() - counts.min()) <= 1 and int((counts > 0).sum()) == min(8, classes)

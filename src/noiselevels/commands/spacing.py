@@ -197,8 +197,11 @@ def _run_optimize(args) -> int:
             raise ValueError(f"{args.run}: class-conditional runs are not supported by spacing optimize yet")
         denoiser, source, dtype = run.denoiser(), f"run {args.run}", torch.float32
         trained = run.trained_sigma_range()
-        train = run.config.data.load("train")
-        x0 = train.data[: args.num_samples].to(dtype)
+        from ..data import balanced_indices
+
+        train = run.config.data.load("train")  # class-ordered on disk: take a class-balanced subset
+        pick = balanced_indices(train, min(args.num_samples, len(train)), seed=args.seed + 1)
+        x0 = train.data[pick].to(dtype)
     result = optimize_spacing(
         denoiser,
         steps=args.steps,
