@@ -72,3 +72,18 @@ def test_exported_functions_are_not_shadowed_by_submodules():
 
 def test_public_submodules():
     assert callable(nl.toy.mixture_2d) and callable(nl.spectral.rapsd)
+
+
+def test_every_command_is_registered_and_its_help_is_plain_text():
+    """All commands load (no silent skip), and --help shows no reST ``literal`` markers."""
+    import argparse
+
+    from noiselevels.cli import COMMAND_MODULES, build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == set(COMMAND_MODULES)
+    helps = [p.format_help() for p in sub.choices.values()]
+    helps += [c.format_help() for a in sub.choices["spacing"]._actions
+              if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]  # fmt: skip
+    assert all("``" not in h for h in helps)

@@ -39,14 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"noiselevels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"noiselevels.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"noiselevels.commands.{name}":
-                continue  # not built yet
-            raise
-        mod.register(sub)
+        importlib.import_module(f"noiselevels.commands.{name}").register(sub)
+    _plain_help(parser)
     return parser
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Descriptions come from module docstrings: drop their reST ``literal`` markers for the terminal."""
+    for text in ("description", "epilog"):
+        if getattr(parser, text):
+            setattr(parser, text, getattr(parser, text).replace("``", ""))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _plain_help(child)
 
 
 def main(argv: list[str] | None = None) -> int:
