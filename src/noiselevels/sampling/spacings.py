@@ -12,7 +12,8 @@ A spacing turns a step budget N into a grid of noise levels. Two views of the sa
 
 Omitted range arguments take the spacing's own default range, ``spacing.sigma_range()``: EDM's
 σ ∈ [0.002, 80] for the formula-based grids, the table's ends for the published AYS tables and custom
-grids, the σ table of a discrete (``ddpm``-style) schedule for the diffusers index rules.
+grids, the σ table of a discrete (``ddpm``-style) schedule for the diffusers index rules and ComfyUI's
+table schedulers (default: Stable Diffusion's table, :func:`sd_schedule`).
 
 Registered spacings (``spacing(name, **kw)``; ``SPACINGS.names()``):
 
@@ -26,8 +27,15 @@ Registered spacings (``spacing(name, **kw)``; ``SPACINGS.names()``):
 ``kl_optimal``      arctan σ linear in the step index (Sabour et al. 2024, "Align your steps" appendix;
                     ComfyUI ``kl_optimal``).
 ``linear_quadratic`` Mochi's linear-then-quadratic grid (ComfyUI ``linear_quadratic``).
+``laplace``         log σ at Laplace(μ, β) quantiles, clipped to the range (Hang & Gu 2024; ComfyUI's
+                    ``get_sigmas_laplace``).
 ``uniform_t``       t uniform under a schedule; diffusers' ``leading`` / ``linspace`` / ``trailing`` index
                     rules for discrete schedules (Lin et al. 2024, table 2).
+``simple``          every (T/N)-th entry of a model's σ table from the top (ComfyUI ``simple``).
+``normal``          the model's timestep uniform from the top of its σ table to the bottom, log σ
+                    interpolated between entries (ComfyUI ``normal``).
+``sgm_uniform``     ``normal`` with N + 1 timesteps and the last dropped (ComfyUI ``sgm_uniform``).
+``ddim_uniform``    DDIM's uniform timesteps 1 + j·⌊T/N⌋ of a model's σ table (ComfyUI ``ddim_uniform``).
 ``ays``             the published Align-Your-Steps tables (SD1.5, SDXL, SVD) and their log-linear
                     interpolation to any N (Sabour et al. 2024).
 ``from_density``    the icdf of a training density at evenly spaced probabilities: sampling aligned with
@@ -48,16 +56,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..components import SPACINGS, Component, check_positive, check_range
+from ..components import SPACINGS, Component, check_finite, check_positive, check_range
 
 __all__ = [
     "AYS_TABLES",
+    "COMFY_ZERO_TOL",
     "DEFAULT_SIGMA_MAX",
     "DEFAULT_SIGMA_MIN",
     "SPACINGS",
     "Spacing",
     "beta_ppf",
     "custom",
+    "sd_schedule",
     "spacing",
     "spacing_summaries",
 ]
@@ -481,6 +491,45 @@ class LinearQuadratic(Spacing):
         return sigma_max * (1.0 - self.profile(n)[:-1])
 
 
+@SPACINGS.register("laplace")
+@dataclasses.dataclass(frozen=True)
+class LaplaceSpacing(Spacing):
+    """log σ at Laplace(μ, β) quantiles of the step index (Hang & Gu 2024; ComfyUI's ``get_sigmas_laplace``).
+
+    u_i = i/(N−1), i = 0..N−1 (u = 0 when N = 1), and
+    log σ_i = μ − β·sgn(½ − u_i)·log(1 − 2|½ − u_i| + ε), ε = 1e−5, σ_i clipped to [σ_min, σ_max], then 0
+    (k-diffusion's sampling.py as ComfyUI ships it, ``get_sigmas_laplace``; its ``LaplaceScheduler``
+    node). Without ε and the clip this is the Laplace(μ, β) quantile of log σ at probability 1 − u_i;
+    in λ = −2 log σ it is the Laplace(−2μ, 2β) quantile at u_i, i.e. ``schedule("laplace", mu=−2μ,
+    b=2β)`` at uniform t = 1 − u_i. ε caps the ends at log σ = μ ± β·log(1/ε) (σ ∈ [0.00316, 316] for
+    the defaults μ = 0, β = 0.5), so the grid ends at σ_max (clipped) and at max(σ_min, e^μ·ε^β) — not
+    at σ_min unless the clip reaches it. ComfyUI returns the N levels without a trailing 0 (its node
+    stops at the last one); here the 0 is appended like every grid. A clip that makes two levels equal
+    (too many steps for the range) raises instead of returning a repeated level.
+    """
+
+    mu: float = 0.0
+    beta: float = 0.5
+    eps: ClassVar[float] = 1e-5
+
+    def __post_init__(self):
+        check_finite("mu", self.mu)
+        check_positive("beta", self.beta)
+
+    def _sigmas(self, n, sigma_min, sigma_max):
+        d = 0.5 - _ramp(n)
+        log_sigma = self.mu - self.beta * torch.sign(d) * torch.log(1.0 - 2.0 * d.abs() + self.eps)
+        out = torch.exp(log_sigma).clamp(sigma_min, sigma_max)
+        for end, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+            if int((out == value).sum()) > 1:
+                raise ValueError(
+                    f"laplace(mu={self.mu!r}, beta={self.beta!r}) with n={n} clips more than one level "
+                    f"to {end}={value:.6g}, which would repeat it; use fewer steps, a wider σ range or "
+                    "a smaller beta"
+                )
+        return out
+
+
 # ----------------------------------------------------------------------------------------------
 # beta quantiles
 # ----------------------------------------------------------------------------------------------
@@ -639,6 +688,189 @@ class UniformT(Spacing):
         t_hi, t_lo = (float(x) for x in self.schedule.t_of(lam_ends))
         t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
         return _sigma_of_logsnr(self.schedule.logsnr(t).to(torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------
+# ComfyUI's schedulers over a model's discrete σ table
+# ----------------------------------------------------------------------------------------------
+COMFY_ZERO_TOL = 1e-5
+"""ComfyUI treats a table σ ≤ this (``math.isclose(σ, 0, abs_tol=1e-5)``) as the final 0 of a grid."""
+
+
+def sd_schedule() -> Any:
+    """The DDPM table of Stable Diffusion 1.x/2.x and SDXL: scaled_linear β from 0.00085 to 0.012, T = 1000.
+
+    ComfyUI's default ``ModelSamplingDiscrete`` (its ``linear`` beta schedule is diffusers'
+    ``scaled_linear``); σ runs from 0.0291672 (index 0) to 14.6146 (index 999).
+    """
+    from ..schedules import schedule
+
+    return schedule("ddpm", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+def _table_at(table: Tensor, ts: Tensor) -> Tensor:
+    """σ at (fractional) indices ``ts`` of an increasing σ table: the entry itself at an integer index,
+    log σ linear in the index between entries (ComfyUI's ``ModelSamplingDiscrete.sigma``)."""
+    lo = ts.floor().long()
+    w = ts - lo.to(ts.dtype)
+    hi = (lo + 1).clamp(max=table.numel() - 1)
+    log_table = torch.log(table)
+    between = torch.exp((1.0 - w) * log_table[lo] + w * log_table[hi])
+    return torch.where(w == 0, table[lo], between)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelTable(Spacing):
+    """Base of ComfyUI's table schedulers: levels read from a model's σ table (``schedule``).
+
+    ``schedule`` is a discrete schedule with a ``logsnr_table()`` (default :func:`sd_schedule`); its
+    σ table σ_k = e^(−λ_k/2), k = 0..T−1, increases with k like ComfyUI's ``model_sampling.sigmas``
+    (k = the diffusers timestep). The range comes from the table (no sigma_min/sigma_max).
+    Subclasses implement ``timesteps(n)``: the (possibly fractional) table indices of the n nonzero
+    levels, decreasing. ComfyUI stores the table in float32; here it is float64, so values agree to
+    float32 precision.
+    """
+
+    schedule: Any = dataclasses.field(default_factory=sd_schedule)
+    fixed_range: ClassVar[bool] = True
+
+    def __post_init__(self):
+        self.table()
+
+    def table(self) -> Tensor:
+        """The model's σ table, float64 (T,), increasing (index 0 = least noise)."""
+        lam = _discrete_logsnr_table(self.schedule, f"{self.name} spacing")
+        if not torch.isfinite(lam).all():
+            raise ValueError(
+                f"{self.name} spacing needs a finite σ table; the schedule's has λ = ±inf (e.g. "
+                "rescale_betas_zero_snr, σ = inf at the last timestep)"
+            )
+        if not (lam.diff() < 0).all():
+            raise ValueError(f"{self.name} spacing needs a σ table that increases with the index")
+        return _sigma_of_logsnr(lam)
+
+    def sigma_range(self):
+        s = self.table()
+        return (float(s[0]), float(s[-1]))
+
+    def timesteps(self, n: int) -> Tensor:
+        raise NotImplementedError
+
+    def _sigmas(self, n, sigma_min, sigma_max):
+        return _table_at(self.table(), self.timesteps(n))
+
+
+@SPACINGS.register("simple")
+@dataclasses.dataclass(frozen=True)
+class Simple(_ModelTable):
+    """Every (T/N)-th entry of a model's σ table from the top (ComfyUI ``simple``).
+
+    k_i = T − 1 − ⌊i·(T/N)⌋, i = 0..N−1, σ_i = table[k_i], then 0. The grid starts at the table's
+    largest σ; its last nonzero level is table[T − 1 − ⌊(N−1)·T/N⌋], not the table's smallest
+    (unless N = T). When N divides T this is diffusers' ``trailing`` rule. ComfyUI's quirk, kept:
+    i·(T/N) is a float64 product truncated to an integer, so where it should be an integer it can
+    land one below (T = 1000, N = 38, i = 19: 499.99999999999994 → k = 500, not 499). N > T would
+    repeat entries and raises.
+    """
+
+    def timesteps(self, n: int) -> Tensor:
+        """k_i = T − 1 − ⌊i·(T/N)⌋ (float64 (n,), decreasing integers)."""
+        n = _check_steps(n)
+        T = self.table().numel()
+        if n > T:
+            raise ValueError(
+                f"simple: at most T = {T} steps on the model's {T}-entry σ table (more would repeat "
+                f"entries); got n={n}"
+            )
+        stride = T / n
+        return torch.tensor([T - 1 - math.floor(i * stride) for i in range(n)], dtype=torch.float64)
+
+
+def _ddim_stride(T: int, steps: int) -> int:
+    return max(T // steps, 1)
+
+
+def _ddim_step_count(T: int, n: int, drop_first: bool) -> int:
+    """Steps ComfyUI's ddim_uniform runs when asked for n on a T-entry table."""
+    m = n + 1 if drop_first else n
+    return len(range(1, T, _ddim_stride(T, m))) - int(drop_first)
+
+
+@SPACINGS.register("ddim_uniform")
+@dataclasses.dataclass(frozen=True)
+class DDIMUniform(_ModelTable):
+    """DDIM's uniform timesteps 1, 1 + ⌊T/N⌋, 1 + 2⌊T/N⌋, … of a model's σ table (ComfyUI ``ddim_uniform``).
+
+    k_j = 1 + j·⌊T/N⌋ for every k_j < T, taken from the top, σ = table[k], then 0. Index 0 (the table's
+    smallest σ) is never used and the grid starts below the table's top (SD, N = 10: indices
+    901, 801, …, 1). This is diffusers' ``leading`` rule with ``steps_offset=1``. ComfyUI quirks:
+    (a) the rule gives ⌈(T − 1)/⌊T/N⌋⌉ steps, which is N only for some N (T = 1000: N = 6 gives 7,
+    N = 7 gives 8); ComfyUI runs the extra steps, here such N raise and the message names the nearest
+    N that keep the count (N ≤ 5, 8, 9, 10, 20, 25, 27, 37, 40, 50, 100, … for T = 1000); N ≥ T raises.
+    (b) When table[1] ≤ 1e-5 (:data:`COMFY_ZERO_TOL`) ComfyUI asks the rule for N + 1 steps and uses
+    table[1] as the final level instead of appending 0; here that level becomes the exact 0.
+    """
+
+    def _drops_first(self, table: Tensor) -> bool:
+        return bool(table[1] <= COMFY_ZERO_TOL)
+
+    def timesteps(self, n: int) -> Tensor:
+        """The k_j, decreasing (float64 (n,), integers)."""
+        n = _check_steps(n)
+        table = self.table()
+        T, drop = table.numel(), self._drops_first(table)
+        got = _ddim_step_count(T, n, drop)
+        if got != n:
+            ok = [m for m in range(1, T) if _ddim_step_count(T, m, drop) == m]
+            below = [m for m in ok if m < n]
+            above = [m for m in ok if m > n]
+            near = " or ".join(f"n={m}" for m in (below[-1:] + above[:1]))
+            raise ValueError(
+                f"ddim_uniform: on the model's {T}-entry σ table ComfyUI's rule for {n} steps (indices "
+                f"from 1 in strides of {_ddim_stride(T, n + int(drop))}) gives {got} steps, not {n}; "
+                f"grids here have exactly n steps: use {near}"
+            )
+        k = np.arange(1, T, _ddim_stride(T, n + int(drop)), dtype=np.float64)[::-1]
+        return torch.from_numpy(k[:n].copy())
+
+
+@SPACINGS.register("normal")
+@dataclasses.dataclass(frozen=True)
+class Normal(_ModelTable):
+    """Uniform in the model's timestep from the top of its σ table to the bottom (ComfyUI ``normal``).
+
+    t_i = (T − 1)·(1 − i/(N − 1)), i = 0..N−1 (t = T − 1 when N = 1), σ_i = σ(t_i) with log σ linear
+    in t between table entries (ComfyUI's ``ModelSamplingDiscrete.sigma``), then 0: the grid runs from
+    the table's largest σ to its smallest. Same timesteps as diffusers' ``linspace`` rule, which
+    interpolates σ itself instead of log σ (they agree where t_i is an integer). ComfyUI quirk, kept:
+    when table[0] ≤ 1e-5 (:data:`COMFY_ZERO_TOL`) it takes N + 1 timesteps and table[0] as the final
+    level; here that level becomes the exact 0 (the ``sgm_uniform`` timesteps).
+    """
+
+    def _drops_last_timestep(self, table: Tensor) -> bool:
+        return bool(table[0] <= COMFY_ZERO_TOL)
+
+    def timesteps(self, n: int) -> Tensor:
+        """The t_i, decreasing (float64 (n,), fractional)."""
+        n = _check_steps(n)
+        table = self.table()
+        T = table.numel()
+        m = n + 1 if self._drops_last_timestep(table) else n
+        return torch.from_numpy(np.linspace(T - 1, 0, m)[:n].copy())
+
+
+@SPACINGS.register("sgm_uniform")
+@dataclasses.dataclass(frozen=True)
+class SGMUniform(Normal):
+    """``normal`` with N + 1 timesteps and the last (t = 0) dropped (ComfyUI ``sgm_uniform``).
+
+    t_i = (T − 1)·(1 − i/N), i = 0..N−1, σ_i = σ(t_i) (log σ linear between table entries), then 0:
+    the step to 0 starts at t = (T − 1)/N instead of at the table's smallest σ (the SGM / SDXL
+    "uniform" discretisation).
+    """
+
+    def _drops_last_timestep(self, table: Tensor) -> bool:
+        return True
 
 
 # ----------------------------------------------------------------------------------------------
