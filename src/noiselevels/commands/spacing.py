@@ -11,8 +11,9 @@
   ``noiselevels.sampling.optimize``; see ``_add_optimize_arguments`` / ``_run_optimize``).
 
 For ``show`` the σ range defaults to the spacing's own (EDM's 0.002–80 for formula grids, the table's
-ends for AYS, custom grids and the diffusers index rules of discrete schedules); for ``optimize`` it
-defaults to 0.002–80.
+ends for AYS, custom grids, the diffusers index rules of discrete schedules and ComfyUI's table
+schedulers ``simple`` / ``normal`` / ``sgm_uniform`` / ``ddim_uniform``, which read Stable Diffusion's
+table unless ``--param schedule=...`` names another); for ``optimize`` it defaults to 0.002–80.
 
 ``--format diffusers`` targets ``EulerDiscreteScheduler`` (and the other schedulers that take VE σ in
 ``set_timesteps(sigmas=...)``), not ``FlowMatchEulerDiscreteScheduler``, whose sigmas are flow
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
             "  noiselevels spacing list\n"
             "  noiselevels spacing show karras --steps 18 --param rho=7\n"
             "  noiselevels spacing show ays --steps 20 --param model=sdxl --format diffusers\n"
+            "  noiselevels spacing show sgm_uniform --steps 20 --format comfyui\n"
             "  noiselevels spacing show uniform_t --steps 10 --param schedule=ddpm \\\n"
             "      --param schedule.beta_schedule=scaled_linear --param schedule.beta_start=0.00085 \\\n"
             "      --param schedule.beta_end=0.012 --param rule=trailing\n"
