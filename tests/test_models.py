@@ -200,19 +200,17 @@ def test_diffusers_unet2d_adapter():
     assert isinstance(rebuilt, DiffusersUNet)
 
 
+TINY_UNET2D_CONDITION = {
+    **TINY_UNET2D,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 8,
+    "attention_head_dim": 4,
+}
+
+
 def test_diffusers_condition_adapter():
-    cfg = {
-        "sample_size": 8,
-        "in_channels": 1,
-        "out_channels": 1,
-        "block_out_channels": (8, 16),
-        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-        "layers_per_block": 1,
-        "norm_num_groups": 4,
-        "cross_attention_dim": 8,
-        "attention_head_dim": 4,
-    }
+    cfg = TINY_UNET2D_CONDITION
     model = DiffusersUNet(DiffusersUNetConfig(model="UNet2DConditionModel", unet=cfg, num_classes=2))
     out = model(torch.randn(2, 1, 8, 8), torch.tensor([0.0, -INF]), torch.tensor([0, 1]))
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
@@ -223,3 +221,7 @@ def test_diffusers_bad_config():
         DiffusersUNet(DiffusersUNetConfig(unet={"no_such_argument": 1}))
     with pytest.raises(ValueError, match="model must be"):
         DiffusersUNetConfig(model="Transformer2DModel")
+    # diffusers' own class embeddings would bypass the null label and the fine-tuning trigger row
+    for key, value in (("num_class_embeds", 4), ("class_embed_type", "timestep")):
+        with pytest.raises(ValueError, match=f"unet.{key} is not supported: set num_classes instead"):
+            DiffusersUNetConfig(unet={**TINY_UNET2D, key: value})

@@ -191,7 +191,8 @@ class DiffusersUNetConfig(_Config):
     (``sample_size``, ``in_channels``, ``block_out_channels``, ...). With ``num_classes`` set, a
     UNet2DModel gets ``num_class_embeds = num_classes + 1`` (the last is the null label) and a
     UNet2DConditionModel gets a label embedding of width ``cross_attention_dim`` used as a one-token
-    ``encoder_hidden_states``.
+    ``encoder_hidden_states``. diffusers' own class embeddings (``num_class_embeds``,
+    ``class_embed_type`` in ``unet``) are rejected: ``num_classes`` is the one way to condition on labels.
     """
 
     kind: ClassVar[str] = "diffusers_unet"
@@ -205,6 +206,12 @@ class DiffusersUNetConfig(_Config):
             raise ValueError(f"model must be 'UNet2DModel' or 'UNet2DConditionModel'; got {self.model!r}")
         if not isinstance(self.unet, dict):
             raise ValueError(f"unet must be a dict of {self.model} arguments; got {self.unet!r}")
+        own = [k for k in ("num_class_embeds", "class_embed_type") if self.unet.get(k) is not None]
+        if own:
+            raise ValueError(
+                f"unet.{own[0]} is not supported: set num_classes instead (the wrapper adds the label "
+                "embedding, with a null-label row, that sampling, guidance and fine-tuning use)"
+            )
         _check_conditioning(self.num_classes, self.label_dropout, 0)
 
     def __hash__(self):  # the dict field is unhashable; hash its canonical JSON (consistent with ==)
