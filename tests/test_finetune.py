@@ -8,20 +8,23 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_models import TINY_UNET2D, TINY_UNET2D_CONDITION
 
 from noiselevels.cli import main
 from noiselevels.finetuning import (
     add_lora,
     concept_images,
+    export_base,
     finetune,
     load_adapter,
     load_base,
     load_model,
+    lora_targets,
     resolve_noise,
     sample,
     save_base,
 )
-from noiselevels.models import UNet
+from noiselevels.models import DiffusersUNet, UNet
 from noiselevels.presets import preset
 
 CLASSES = [0, 1, 2, 3, 4, 5, 6, 8, 9]
@@ -104,7 +107,7 @@ def test_adapter_round_trip(tuned, base_path):
     lam = torch.linspace(-6, 6, 5)
     labels = torch.tensor([7, 7, 0, 3, 10])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(z, lam, labels=labels), res.model(z, lam, labels=labels))
+        assert torch.equal(loaded.model(z, lam, labels=labels), res.model(z, lam, labels=labels))
         base_out = load_base(str(base_path)).model(z, lam, labels=labels)
     assert not torch.allclose(base_out, res.model(z, lam, labels=labels))
 
@@ -246,3 +249,126 @@ def test_prior_preservation(base_path, tmp_path):
     assert info["prior_weight"] == 1.0 and info["prior_images"] == 9 and res.log
     with pytest.raises(ValueError, match="prior_weight must be a finite number >= 0"):
         finetune(str(base_path), x, steps=1, prior_weight=-1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# diffusers bases (noiselevels.models.DiffusersUNet), end to end
+# ----------------------------------------------------------------------------------------------
+# model config, name of the label embedding (the trigger row's module) in the DiffusersUNet
+DIFFUSERS_BASES = {
+    "UNet2DModel": ({"model": "UNet2DModel", "unet": TINY_UNET2D}, "unet.class_embedding"),
+    "UNet2DConditionModel": ({"model": "UNet2DConditionModel", "unet": TINY_UNET2D_CONDITION}, "label_emb"),
+}
+
+
+def make_diffusers_base(tmp_path, model, *, num_classes=3, classes=(0, 1)):
+    """A tiny DiffusersUNet base made the way ``mnist-base`` is: a ``noiselevels train`` run (2 steps on
+    8×8 'brightness' images of ``classes``; with the defaults label 2 is the spare slot) exported with
+    ``export_base``. Random-ish weights: these tests check plumbing, not quality."""
+    from noiselevels.trainer import train
+
+    cfg = {
+        "noise": {"preset": "ai-toolkit:sigmoid"},
+        "data": {"name": "brightness", "size": 8, "classes": list(classes), "batch_size": 4},
+        "model": {"kind": "diffusers_unet", **model, "num_classes": num_classes},
+        "train": {"steps": 2, "ckpt_every": 2, "seed": 0},
+    }
+    train(cfg, tmp_path / "run", progress=False)
+    return export_base(tmp_path / "run", tmp_path / "base.safetensors")
+
+
+def write_pngs(folder, n, size=8):
+    """``n`` random grey-level PNG images in ``folder`` (the concept of a fine-tune)."""
+    from PIL import Image
+
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        img = (torch.rand(size, size, generator=g) * 255).byte().numpy()
+        Image.fromarray(img, mode="L").save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", sorted(DIFFUSERS_BASES))
+def test_diffusers_base_finetune_end_to_end(kind, tmp_path):
+    model_cfg, emb_name = DIFFUSERS_BASES[kind]
+    base_path = make_diffusers_base(tmp_path, model_cfg)
+    on_disk = base_path.read_bytes()
+    b = load_base(str(base_path))
+    assert isinstance(b.model, DiffusersUNet) and b.spare_label == 2 and b.data["shape"] == list(SHAPE)
+
+    x, _, _ = concept_images(images=write_pngs(tmp_path / "concept", 6), shape=SHAPE)
+    out = tmp_path / "ft"
+    res = finetune(str(base_path), x, out_dir=out, steps=3, batch_size=4, rank=2, lr=1e-2)
+    assert res.label == 2
+
+    # only the adapter is saved: LoRA matrices and the one label row, a fraction of the base's size
+    adapter = out / "adapter" / "adapter_model.safetensors"
+    assert sorted(p.name for p in adapter.parent.iterdir()) == ["adapter_config.json", adapter.name]
+    assert [p.relative_to(out) for p in out.rglob("*.safetensors")] == [adapter.relative_to(out)]
+    keys = load_file(str(adapter))
+    assert keys and all("lora_" in k or "trainable_tokens" in k for k in keys)
+    emb_base = b.model.get_submodule(emb_name).weight
+    assert [v.shape for k, v in keys.items() if "trainable_tokens" in k] == [(1, emb_base.shape[1])]
+    n_base = sum(p.numel() for p in b.model.parameters())
+    assert sum(v.numel() for v in keys.values()) < n_base / 2
+    assert adapter.stat().st_size < base_path.stat().st_size / 2
+
+    # the trigger row is trained, the other rows (trained classes, null label) are the base's
+    with torch.no_grad():
+        rows = res.model.get_base_model().get_submodule(emb_name)(torch.arange(len(emb_base)))
+    assert (rows != emb_base).any(dim=1).tolist() == [False, False, True, False]
+
+    # base + adapter from disk reproduces the fine-tuned model exactly, and differs from the base
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(5, *SHAPE, generator=g)
+    lam = torch.linspace(-6, 6, 5)
+    labels = torch.tensor([2, 2, 0, 1, 3])
+    run = load_model(str(base_path), adapter=out)
+    with torch.no_grad():
+        tuned_out = res.model(z, lam, labels=labels)
+        assert torch.equal(run.model(z, lam, labels=labels), tuned_out)
+        base_out = b.model(z, lam, labels=labels)
+    assert not torch.allclose(tuned_out, base_out)
+
+    # the base is untouched, on disk and inside the adapted model (adapter disabled = the base;
+    # last, because leaving peft's disable_adapter() switches the adapter's gradients back on)
+    assert base_path.read_bytes() == on_disk
+    with torch.no_grad(), res.model.disable_adapter():
+        assert torch.equal(res.model(z, lam, labels=labels), base_out)
+
+    # sampling with the adapter: Python and `noiselevels sample BASE --adapter DIR --class C`
+    xs = sample(run.model, run.noise, SHAPE, labels=torch.full((4,), 2), num=4, steps=3, seed=3)
+    assert xs.shape == (4, *SHAPE) and torch.isfinite(xs).all()
+    png = tmp_path / "s.png"
+    args = ["sample", str(base_path), "--adapter", str(out), "--class", "2", "--num", "4", "--steps", "2"]
+    assert main([*args, "--out", str(png)]) == 0 and png.is_file()
+
+    # --target matches the full module names; peft stores them shortened in adapter_config.json,
+    # and the reloaded adapter must sit on exactly the same modules
+    def adapted(m):
+        return {n.removeprefix("base_model.model.") for n, mod in m.named_modules() if hasattr(mod, "lora_A")}
+
+    target = r"mid_block\..*to_q$"  # not the to_q layers of the other blocks (UNet2DConditionModel)
+    res = finetune(str(base_path), x, out_dir=tmp_path / "t", steps=1, batch_size=2, rank=2, target=target)
+    want = set(lora_targets(b.model, target))
+    assert want and all(n.startswith("unet.mid_block.") and n.endswith(".to_q") for n in want)
+    assert adapted(res.model) == adapted(load_model(str(base_path), adapter=tmp_path / "t").model) == want
+
+
+def test_diffusers_base_label_errors(tmp_path):
+    x = torch.zeros(2, *SHAPE)
+    model_cfg = DIFFUSERS_BASES["UNet2DModel"][0]
+    # every class trained: no spare slot, the trigger row must be named
+    full = make_diffusers_base(tmp_path / "full", model_cfg, classes=(0, 1, 2))
+    with pytest.raises(ValueError, match=r"no spare label slot .*--label K .*0\.\.2"):
+        finetune(str(full), x, steps=1, batch_size=2)
+    res = finetune(str(full), x, steps=1, batch_size=2, label=1)
+    assert res.label == 1
+    # no label embedding at all: a label is refused, an unconditional fine-tune works
+    uncond = make_diffusers_base(tmp_path / "uncond", model_cfg, num_classes=None)
+    with pytest.raises(ValueError, match=r"needs a class-conditional base.*sets no num_classes"):
+        finetune(str(uncond), x, steps=1, batch_size=2, label=0)
+    assert finetune(str(uncond), x, steps=1, batch_size=2).label is None
+    with pytest.raises(ValueError, match="label= needs a class-conditional model: a label embedding"):
+        add_lora(load_base(str(uncond)).model, rank=2, label=0)

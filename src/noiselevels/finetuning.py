@@ -348,7 +348,10 @@ def add_lora(
     if label is not None:
         emb = _label_embedding(model)
         if emb is None:
-            raise ValueError("label= needs a class-conditional model (no label embedding found)")
+            raise ValueError(
+                "label= needs a class-conditional model: a label embedding (UNet, MLP or DiffusersUNet "
+                "built with num_classes); this model has none"
+            )
         n = model.get_submodule(emb).num_embeddings
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n - 1:
             raise ValueError(f"label must be an integer in 0..{n - 2}; got {label!r}")
@@ -416,8 +419,9 @@ def concept_images(
 # ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class FinetuneResult:
-    """What :func:`finetune` returns: the adapted model (a ``peft.PeftModel``, eval mode), the trigger
-    label, the resolved noise configuration, the run folder (or None), the log and the training time."""
+    """What :func:`finetune` returns: the adapted model (a ``peft.PeftModel``, eval mode, no gradients:
+    the same outputs, bit for bit, as ``load_model(base, adapter)``), the trigger label, the resolved
+    noise configuration, the run folder (or None), the log and the training time."""
 
     model: nn.Module
     base: BaseModel
@@ -496,11 +500,15 @@ def finetune(
         label = b.spare_label
         if label is None:
             raise ValueError(
-                f"base {b.source!r} has no spare label slot; pass label= (the class row to re-purpose, "
-                f"0..{b.num_classes - 1})"
+                f"base {b.source!r} has no spare label slot (no class was left out of its training "
+                f"data); pass label= (--label K on the command line), the class row 0..{b.num_classes - 1} "
+                "to re-purpose"
             )
     if not conditional and label is not None:
-        raise ValueError("label= needs a class-conditional base model")
+        raise ValueError(
+            f"label= (--label) needs a class-conditional base; {b.source!r} has no label embedding (its "
+            "model config sets no num_classes): fine-tune it without a label"
+        )
     nc = resolve_noise(timestep_type, b.noise)
     objective = nc.objective()
     sampler = None
@@ -560,6 +568,9 @@ def finetune(
             log.append({"step": step, "loss": acc / n_acc, "seconds": time.perf_counter() - t0})
             acc, n_acc = 0.0, 0
     train_seconds = time.perf_counter() - t0
+    # frozen like a model of load_model: a parameter's requires_grad flag changes torch's matmul path
+    # (folding of batched inputs), so only then do the two give bit-identical outputs
+    pm.requires_grad_(False)
     profile.close(steps)
     prof = {"centers": profile.centers.tolist(), "mean": profile.history[-1]["mean"],
             "count": profile.history[-1]["count"]}  # fmt: skip
