@@ -396,3 +396,6 @@ def test_cli_spectral(tmp_path, capsys):
     assert "logsnr_min: median" in capsys.readouterr().out
     assert main(["spectral", "two_moons"]) == 2
     assert "not an image data set" in capsys.readouterr().err
+    assert main(["spectral", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing' is neither an image file or folder nor an embedded data set (" in err and "mnist" in err

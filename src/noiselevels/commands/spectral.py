@@ -66,6 +66,13 @@ def _load(args):
             num_images=args.num_images,
         )
     else:
+        from ..data import list_datasets
+
+        if args.source not in list_datasets():
+            names = ", ".join(n for n in list_datasets() if ":" not in n)
+            raise ValueError(
+                f"{args.source!r} is neither an image file or folder nor an embedded data set ({names})"
+            )
         ds = load_dataset(
             args.source, split=args.split, size=args.size, channels=args.channels, num_images=args.num_images
         )
