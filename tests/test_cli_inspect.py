@@ -139,3 +139,49 @@ def test_compare(tmp_path, capsys):
     assert main(["compare", str(KOHYA), "ai-toolkit:sigmoid", "--no-plots", "--json", str(js)]) == 0
     assert json.loads(js.read_text())["comparison"]["tv"] == 0.0
     assert "same effective weighting" in capsys.readouterr().out
+
+
+def test_inspect_sampler_levels_against_training(tmp_path, capsys):
+    """--spacing/--steps: where a sampler's levels fall against the training density."""
+    import torch
+    from torch.testing import assert_close
+
+    from noiselevels.config import load_config
+    from noiselevels.sampling.spacings import spacing
+    from noiselevels.schedules import schedule
+
+    sd = EXAMPLES / "kohya_sdxl_min_snr.toml"
+    js = tmp_path / "a.json"
+    argv = ["inspect", str(sd), "--spacing", "karras", "--steps", "20", "--sigma-max", "80"]
+    assert main([*argv, "--out", str(tmp_path), "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    # SD's table tops out at σ_ve = 14.6146: every karras level above it is noisier than any training draw
+    table_max = float(schedule("ddpm", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+                      .logsnr_table().min().mul(-0.5).exp())  # fmt: skip
+    sig = spacing("karras").sigmas(20, sigma_max=80.0)
+    never = int((sig[:-1] > table_max).sum())
+    assert never == 6
+    data = json.loads(js.read_text())["sampler"]
+    lam = -2.0 * torch.log(sig[:-1])
+    assert_close(torch.tensor(data["logsnr"], dtype=torch.float64), lam)
+    cdf = torch.tensor(data["training_cdf"], dtype=torch.float64)
+    assert_close(cdf, load_config(sd).density.cdf(lam).to(torch.float64))
+    assert torch.all(cdf[:never] == 0) and torch.all(cdf[never:] > 0)
+    k = round(data["fraction_noisy_tail"] * 20)
+    assert k == int((cdf < 0.01).sum()) >= never
+    assert f"{k} of 20 sampler levels are noisier than all but 1 % of training draws" in text
+    assert (tmp_path / "logsnr.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--steps", "5"], "--steps needs --spacing NAME"),
+        (["--spacing", "nope"], "unknown spacing 'nope'"),
+        (["--spacing", "karras", "--steps", "0"], "got 0"),
+    ],
+)
+def test_inspect_sampler_bad_input(extra, match, capsys):
+    assert main(["inspect", str(KOHYA), "--no-plots", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err

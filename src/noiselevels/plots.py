@@ -52,8 +52,12 @@ def plot_logsnr(
     logsnr_max: float = DEFAULT_LOGSNR_RANGE[1],
     n: int = DEFAULT_POINTS,
     title: str | None = None,
+    levels: Any = None,
 ) -> Path:
-    """Write p(λ), w(λ) and normalised W(λ) of each configuration (overlaid) to ``path`` (PNG)."""
+    """Write p(λ), w(λ) and normalised W(λ) of each configuration (overlaid) to ``path`` (PNG).
+
+    ``levels``: optional sampler levels λ (shape (N,)), drawn as thin vertical lines on every panel;
+    those outside the window are counted in the first panel's legend."""
     configs = _check_configs(configs)
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -64,6 +68,15 @@ def plot_logsnr(
         w = curve.weight.numpy()
         axes[1].plot(x, w, label=label)
         axes[2].plot(x, curve.normalized().numpy(), label=label)
+    if levels is not None:
+        lam = torch.as_tensor(levels, dtype=_F64).flatten()
+        lam = lam[torch.isfinite(lam)]
+        inside = lam[(lam >= logsnr_min) & (lam <= logsnr_max)].numpy()
+        n_out = int(lam.numel() - inside.size)
+        what = f"sampler levels ({n_out} outside the window)" if n_out else "sampler levels"
+        for i, ax in enumerate(axes):
+            ax.vlines(inside, 0, 1, transform=ax.get_xaxis_transform(), colors="k", alpha=0.35,
+                      lw=0.8, label=what if i == 0 else None)  # fmt: skip
     axes[0].set_title("training density p(λ)")
     axes[1].set_title("loss weight w(λ), ε-MSE units")
     axes[1].set_yscale("log")

@@ -3,6 +3,8 @@
 Shows what a training configuration actually weights: the density p(λ) its noise levels are drawn
 from, the loss weight w(λ) in ε-MSE units and the effective weighting W(λ) = p(λ)·w(λ), as PNG plots
 over λ and over the tool's own time axis, a printed summary, and (``--json``) the curves on a λ grid.
+With ``--spacing NAME --steps N`` it also shows where a sampler's levels fall against the training
+density: how many steps land where training rarely looked (marked on the λ plot).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def register(subparsers) -> None:
             "  noiselevels inspect --preset kohya:shift --preset-param discrete_flow_shift=3.1582\n"
             "  noiselevels inspect --process vp --parameterization v --schedule cosine \\\n"
             "      --density uniform_t --weighting min_snr --weighting-param gamma=5\n"
+            "  noiselevels inspect examples/configs/kohya_sdxl_min_snr.toml --spacing karras --steps 20 \\\n"
+            "      --sigma-max 80\n"
             "  noiselevels inspect --list-presets\n"
         ),
     )
@@ -66,6 +70,15 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="FILE", help="write the configuration, summary and curves as JSON")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     add_range_args(p)
+    g = p.add_argument_group("a sampler's levels against the training density")
+    g.add_argument("--spacing", metavar="NAME", help="sampling spacing (see `noiselevels spacing list`)")
+    g.add_argument("--spacing-param", action="append", default=[], metavar="K=V", help="spacing parameter")
+    g.add_argument("--steps", type=int, metavar="N", help="sampler steps (default 20 with --spacing)")
+    g.add_argument("--sigma-min", type=float, metavar="S", help="smallest σ_ve > 0 (default: the spacing's)")
+    g.add_argument("--sigma-max", type=float, metavar="S", help="largest σ_ve (default: the spacing's)")
+    g.add_argument(
+        "--tail", type=float, default=0.01, help="training mass that counts as 'rarely looked' (default 0.01)"
+    )
     p.set_defaults(func=run)
 
 
@@ -127,6 +140,24 @@ def window(args) -> tuple[float, float, int]:
     return float(lo), float(hi), int(args.points or DEFAULT_POINTS)
 
 
+def sampler_levels(args):
+    """``(spacing, sigmas)`` from --spacing/--steps/--sigma-min/--sigma-max, or None without --spacing."""
+    given = [f for f, v in (("--steps", args.steps), ("--sigma-min", args.sigma_min),
+                            ("--sigma-max", args.sigma_max)) if v is not None]  # fmt: skip
+    if args.spacing_param:
+        given.append("--spacing-param")
+    if args.spacing is None:
+        if given:
+            raise ValueError(f"{given[0]} needs --spacing NAME (the sampler whose levels to check)")
+        return None
+    from ..sampling.spacings import spacing
+    from .spacing import parse_params
+
+    sp = spacing(args.spacing, **parse_params(args.spacing_param))
+    steps = 20 if args.steps is None else args.steps
+    return sp, sp.sigmas(steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
+
+
 def write_json(path: str, payload: dict) -> None:
     import json
     from pathlib import Path
@@ -158,11 +189,29 @@ def run(args) -> int:
     lo, hi, n = window(args)
     eff = cfg.effective_weighting()
     summary = eff.summary(lo, hi, n)
+    sampler = sampler_levels(args)
 
     print(cfg.describe())
     print()
     for line in summary.lines():
         print(line)
+    levels = align = None
+    if sampler is not None:
+        from ..analysis import alignment
+
+        sp, sigmas = sampler
+        align = alignment(cfg.density, sigmas=sigmas, tail=args.tail)
+        levels = align.logsnr
+        nz = sigmas[:-1]
+        print()
+        print(
+            f"sampler {sp.describe()}, {len(nz)} steps: σ_ve {float(nz[0]):.4g} → {float(nz[-1]):.4g} "
+            f"(λ {float(levels.min()):+.2f} → {float(levels.max()):+.2f})"
+        )
+        for line in align.lines():
+            print(f"  {line}")
+        q = ", ".join(f"{float(v):.3f}" for v in align.quantiles)
+        print(f"  training cdf at each level (0 = noisiest draw, 1 = cleanest): {q}")
 
     if not args.no_plots:
         from .. import plots
@@ -170,7 +219,7 @@ def run(args) -> int:
         out = Path(args.out)
         label = cfg.preset or (Path(args.config).stem if args.config else "config")
         p1 = plots.plot_logsnr(
-            {label: cfg}, out / "logsnr.png", logsnr_min=lo, logsnr_max=hi, n=n, title=label
+            {label: cfg}, out / "logsnr.png", logsnr_min=lo, logsnr_max=hi, n=n, title=label, levels=levels
         )
         p2 = plots.plot_tool_axis({label: cfg}, out / "tool_axis.png", title=label)
         print()
@@ -179,9 +228,22 @@ def run(args) -> int:
         from ..plots import tool_axis_curves
 
         ta = tool_axis_curves(cfg)
+        extra = {}
+        if sampler is not None:
+            extra["sampler"] = {
+                "spacing": sampler[0].to_dict(),
+                "sigmas": sampler[1].tolist(),
+                "logsnr": align.logsnr.tolist(),
+                "training_cdf": align.quantiles.tolist(),
+                "relative_density": align.relative_density.tolist(),
+                "tail": align.tail,
+                "fraction_noisy_tail": align.fraction_noisy_tail,
+                "fraction_clean_tail": align.fraction_clean_tail,
+            }
         write_json(
             args.json,
             {
+                **extra,
                 "config": cfg.to_dict(),
                 "summary": summary.to_dict(),
                 "curves": eff.grid(lo, hi, n).to_dict(),
