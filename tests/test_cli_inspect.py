@@ -185,3 +185,17 @@ def test_inspect_sampler_bad_input(extra, match, capsys):
     assert main(["inspect", str(KOHYA), "--no-plots", *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err
+
+
+def test_inspect_preset_query_like_compare(tmp_path, capsys):
+    """--preset takes compare's tool:name?k=v&k=v form, the same as --preset-param k=v."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    query = ["inspect", "--preset", "kohya:shift?discrete_flow_shift=3", "--no-plots"]
+    assert main([*query, "--json", str(a)]) == 0
+    argv = ["inspect", "--preset", "kohya:shift", "--preset-param", "discrete_flow_shift=3", "--no-plots"]
+    assert main([*argv, "--json", str(b)]) == 0
+    da, db = json.loads(a.read_text()), json.loads(b.read_text())
+    assert da == db and da["config"]["density"]["mean"] == pytest.approx(1.0986122886681098)
+    capsys.readouterr()
+    assert main(["inspect", "--preset", "kohya:shift?3", "--no-plots"]) == 2
+    assert "--preset parameter '3' must look like key=value" in capsys.readouterr().err

@@ -44,7 +44,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("config", nargs="?", help="TOML file with a [noise] section")
     p.add_argument(
-        "--preset", metavar="TOOL:NAME", help="a tool's setting, e.g. kohya:sigmoid (see --list-presets)"
+        "--preset",
+        metavar="TOOL:NAME",
+        help="a tool's setting, e.g. kohya:sigmoid or 'kohya:shift?discrete_flow_shift=3' "
+        "(see --list-presets)",
     )
     p.add_argument("--preset-param", action="append", default=[], metavar="K=V", help="preset parameter")
     p.add_argument("--process", choices=["vp", "ve", "flow"])
@@ -105,8 +108,14 @@ def noise_table(args) -> dict:
     if args.config and "noise" not in doc:
         raise ValueError(f"{args.config}: no [noise] section")
     noise = dict(doc.get("noise", {}))
-    if args.preset:
-        noise["preset"] = args.preset
+    if args.preset:  # tool:name, or tool:name?k=v&k=v as `compare` takes it
+        name, _, query = args.preset.partition("?")
+        noise["preset"] = name
+        if query:
+            noise["preset_params"] = {
+                **noise.get("preset_params", {}),
+                **_kv([q for q in query.split("&") if q], "--preset parameter"),
+            }
     if args.preset_param:
         noise["preset_params"] = {
             **noise.get("preset_params", {}),
