@@ -164,7 +164,21 @@ def test_alignment():
     # VE sigmas with the trailing 0 (no model call there) → λ = +inf is dropped
     al2 = alignment(d, sigmas=torch.tensor([math.exp(5.0), 1.0, 0.0]))
     assert_close(al2.logsnr, torch.tensor([-10.0, 0.0], dtype=torch.float64))
-    assert len(al2.lines()) == 2
+    assert len(al2.lines()) == 2  # a density on the whole line: nothing is outside its range
+    assert al.support == (-math.inf, math.inf) and al.fraction_unseen == 0.0
+
+
+def test_alignment_counts_levels_outside_a_bounded_training_range():
+    """uniform_t under a discrete table: levels noisier than the table's noisiest entry were never trained;
+    the entry itself is inside."""
+    sched = schedule("ddpm", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    d = density("uniform_t", schedule=sched)
+    lam_min = float(sched.logsnr_table().min())
+    levels = torch.tensor([lam_min - 1.0, lam_min - 1e-3, lam_min, 0.0], dtype=torch.float64)
+    al = alignment(d, logsnrs=levels)
+    assert al.support[0] == pytest.approx(lam_min, abs=1e-12)
+    assert al.fraction_unseen == pytest.approx(2 / 4)
+    assert al.lines()[-1].startswith("2 of 4 sampler levels are outside the training range")
 
 
 def test_errors():

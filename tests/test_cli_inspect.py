@@ -1,6 +1,7 @@
 """``noiselevels inspect`` and ``noiselevels compare``: plots + JSON written, one-line errors with exit 2."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,13 @@ def test_inspect_sampler_levels_against_training(tmp_path, capsys):
     k = round(data["fraction_noisy_tail"] * 20)
     assert k == int((cdf < 0.01).sum()) >= never
     assert f"{k} of 20 sampler levels are noisier than all but 1 % of training draws" in text
+    assert round(data["fraction_unseen"] * 20) == never and data["training_support"][1] is None
+    assert data["training_support"][0] == pytest.approx(-2 * math.log(table_max))
+    assert f"{never} of 20 sampler levels are outside the training range λ ∈ [-5.364, inf]" in text
     assert (tmp_path / "logsnr.png").is_file()
+    # ComfyUI's simple grid steps through the same table: its noisiest level is the table's own edge
+    assert main(["inspect", str(sd), "--spacing", "simple", "--no-plots"]) == 0
+    assert "0 of 20 sampler levels are outside the training range" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -477,7 +477,9 @@ class Alignment:
     ``quantiles[i]`` = cdf(λ_i) of the training density at each finite sampler level (0 = noisiest
     training draw, 1 = cleanest); ``fraction_noisy_tail`` / ``fraction_clean_tail`` are the fractions of
     those levels where fewer than ``tail`` of the training draws are noisier / cleaner; ``relative_density``
-    = p(λ_i)/max p (the max taken over the sampler's levels and a fine grid around them).
+    = p(λ_i)/max p (the max taken over the sampler's levels and a fine grid around them). ``support`` =
+    (icdf(0), icdf(1)), the training range (±inf for densities on the whole line);
+    ``fraction_unseen`` = the fraction of levels strictly outside it, where the model was never trained.
     """
 
     logsnr: Tensor
@@ -486,6 +488,8 @@ class Alignment:
     tail: float
     fraction_noisy_tail: float
     fraction_clean_tail: float
+    support: tuple[float, float] = (-math.inf, math.inf)
+    fraction_unseen: float = 0.0
 
     @property
     def fraction_outside(self) -> float:
@@ -496,10 +500,18 @@ class Alignment:
         k_noisy = round(self.fraction_noisy_tail * n)
         k_clean = round(self.fraction_clean_tail * n)
         pct = f"{100 * self.tail:g} %"
-        return [
+        lines = [
             f"{k_noisy} of {n} sampler levels are noisier than all but {pct} of training draws",
             f"{k_clean} of {n} sampler levels are cleaner than all but {pct} of training draws",
         ]
+        lo, hi = self.support
+        if math.isfinite(lo) or math.isfinite(hi):
+            k = round(self.fraction_unseen * n)
+            lines.append(
+                f"{k} of {n} sampler levels are outside the training range λ ∈ [{lo:.4g}, {hi:.4g}] "
+                "(never trained)"
+            )
+        return lines
 
 
 def alignment(
@@ -533,6 +545,9 @@ def alignment(
     pmax = torch.maximum(ref, p.max())
     rel = p / pmax if float(pmax) > 0 else torch.zeros_like(p)
     n = lam.numel()
+    lo, hi = (float(v) for v in density.icdf(torch.tensor([0.0, 1.0], dtype=torch.float64)))
+    eps = 1e-9 * (1.0 + lam.abs())  # a level on the boundary (e.g. the table's last entry) is inside
+    unseen = (lam < lo - eps) | (lam > hi + eps)
     return Alignment(
         logsnr=lam,
         quantiles=q,
@@ -540,4 +555,6 @@ def alignment(
         tail=tail,
         fraction_noisy_tail=float((q < tail).sum()) / n,
         fraction_clean_tail=float((q > 1.0 - tail).sum()) / n,
+        support=(lo, hi),
+        fraction_unseen=float(unseen.sum()) / n,
     )

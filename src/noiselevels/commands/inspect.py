@@ -234,6 +234,8 @@ def run(args) -> int:
         print()
         print(f"plots: {p1}, {p2}")
     if args.json:
+        import math
+
         from ..plots import tool_axis_curves
 
         ta = tool_axis_curves(cfg)
@@ -248,6 +250,8 @@ def run(args) -> int:
                 "tail": align.tail,
                 "fraction_noisy_tail": align.fraction_noisy_tail,
                 "fraction_clean_tail": align.fraction_clean_tail,
+                "training_support": [v if math.isfinite(v) else None for v in align.support],
+                "fraction_unseen": align.fraction_unseen,
             }
         write_json(
             args.json,
