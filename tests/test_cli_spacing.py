@@ -154,6 +154,8 @@ def test_optimize_help_states_the_sigma_defaults_it_uses(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "smallest nonzero σ_ve (default: 0.002)" in text and "largest σ_ve (default: 80.0)" in text
     assert "EulerDiscreteScheduler" in text and "FlowMatchEulerDiscreteScheduler" in text
+    assert "batch of the criterion (default: 256)" in text
+    assert "maximum sweeps of the search (default: 40)" in text
     with pytest.raises(SystemExit):
         main(["spacing", "show", "--help"])
     assert "(default: the spacing's)" in capsys.readouterr().out

@@ -119,8 +119,12 @@ def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
         help="spacing(s) to start from, the best is used (repeatable; default: karras, exponential, "
         "kl_optimal, vp)",
     )
-    p.add_argument("--num-samples", type=int, default=256, metavar="B", help="batch of the criterion")
-    p.add_argument("--iters", type=int, default=40, metavar="K", help="maximum sweeps of the search")
+    p.add_argument(
+        "--num-samples", type=int, default=256, metavar="B", help="batch of the criterion (default: 256)"
+    )
+    p.add_argument(
+        "--iters", type=int, default=40, metavar="K", help="maximum sweeps of the search (default: 40)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     p.add_argument(
         "--criterion",
