@@ -268,7 +268,7 @@ def bounds(
             frequency is drowned at 10 dB below the noise and intact at 10 dB above).
         dc: ``"include"`` (the DC ring, P(0) = H·W·mean², counts: the image mean must be drowned too,
             so a zero-mean prior is right at λ_min) or ``"separate"`` (ignore the DC ring).
-        quantisation_floor: True caps λ_max at −2·log((2/255)/√12) ≈ 12.17 (8-bit data in [−1, 1]);
+        quantisation_floor: True caps λ_max at −2·log((2/255)/√12) ≈ 12.18 (8-bit data in [−1, 1]);
             a number is the data's own quantisation σ; False = no cap.
 
     Raises ``ValueError`` for images smaller than 2×2, NaN/inf pixels, images without power (constant

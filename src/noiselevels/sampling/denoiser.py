@@ -112,8 +112,8 @@ def as_denoiser(
         process: ``vp``, ``ve`` or ``flow`` — the process it was trained on.
         parameterization: a name (``eps``, ``x0``, ``v``, ``flow``, ``edm``) or a ``Parameterization``.
         guidance: classifier-free guidance scale w (1 = none); needs ``uncond``.
-        uncond: keyword arguments for the unconditional call (e.g. ``{"label": null}``).
-        **cond: keyword arguments passed to every conditional call (e.g. ``label=y``).
+        uncond: keyword arguments for the unconditional call (e.g. ``{"labels": None}``).
+        **cond: keyword arguments passed to every conditional call (e.g. ``labels=y``).
 
     Returns:
         D(x, σ_ve) → x̂₀ with x on the VE scale, shape (B, ...), σ_ve of shape (B,).
