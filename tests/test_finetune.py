@@ -233,6 +233,18 @@ def test_cli_errors_are_one_line(base_path, tmp_path, capsys):
     assert rc == 2 and "not found" in capsys.readouterr().err
 
 
+def test_cli_evaluate_without_class_fails_before_training(base_path, tmp_path, capsys):
+    """--evaluate needs --class (held-out real images); with --images it is refused up front, not
+    after the whole fine-tune has run and written its adapter."""
+    out = tmp_path / "ev"
+    folder = write_pngs(tmp_path / "concept", 4)
+    rc = main(["finetune", "--base", str(base_path), "--images", str(folder), "--evaluate", "--steps", "2",
+               "--samples", "0", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("noiselevels: error: --evaluate needs --class")
+    assert not out.exists()
+
+
 def test_cli_sample_with_adapter(tuned, base_path, tmp_path):
     _, out = tuned
     png = tmp_path / "s.png"

@@ -139,6 +139,10 @@ def run(args) -> int:
     shape = tuple(base.data["shape"])
     noise = _noise_arg(args)
     resolve_noise(noise, base.noise)  # an unknown timestep type fails before any work
+    if args.evaluate and args.class_label is None:  # checked before training, not after it
+        raise ValueError("--evaluate needs --class (held-out real images of the concept)")
+    if args.evaluate and base.num_classes is None:
+        raise ValueError(f"--evaluate needs a class-conditional base; {base.source!r} has no labels")
     images, real_new, desc = concept_images(
         images=args.images, class_label=args.class_label, num_images=args.num_images, shape=shape
     )
