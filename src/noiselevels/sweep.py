@@ -49,7 +49,8 @@ Backends:
 
 ``write_report(OUT)`` writes ``OUT/report.md`` and ``OUT/report.html``: one row per configuration with
 the Fréchet distance of the new concept against held-out real images, retention, fine-tuning wall
-time — each mean ± std over seeds — and the plots ``samples.png`` (the concept's samples, one row per
+time — each mean ± std over seeds (the mean alone with one seed, plus a line saying no spread is
+known) — and the plots ``samples.png`` (the concept's samples, one row per
 configuration, side by side), ``effective_weightings.png`` (W(λ) = p(λ)·w(λ) of every configuration)
 and ``loss_profiles.png`` (the ε-unit training loss over λ, averaged over seeds).
 """
