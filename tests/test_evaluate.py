@@ -193,3 +193,30 @@ def test_evaluate_uses_a_seeded_class_balanced_validation_subset(tmp_path, monke
     first = seen["bpd_x"]
     evaluate_run(tmp_path, num=23, steps=1, bpd_images=25, seed=5)  # another seed: another subset
     assert not torch.equal(first, seen["bpd_x"])
+
+
+def test_conditional_samples_follow_the_reference_classes(tmp_path, monkeypatch):
+    """A class-conditional run trained on some classes (as a fine-tune's base, which lacks the new
+    one) samples exactly the classes of the reference subset, not every label of its embedding."""
+    import noiselevels.evaluate as ev
+    import noiselevels.trainer as tr
+
+    cfg = {
+        "noise": {"process": "vp", "parameterization": "eps", "density": {"name": "logit_normal"}},
+        "data": {"name": "mnist", "size": 8, "batch_size": 8, "num_images": 40, "classes": [0, 3, 5]},
+        "model": {"channels": [8], "emb_dim": 8, "fourier_features": 4, "num_classes": 10},
+        "train": {"steps": 1, "log_every": 1, "ckpt_every": 0, "warmup": 1},
+    }
+    train(cfg, tmp_path, progress=False)
+    seen, real = {}, tr.generate
+
+    def spy_generate(*args, labels, **kw):
+        seen["labels"] = labels
+        return real(*args, labels=labels, **kw)
+
+    monkeypatch.setattr(tr, "generate", spy_generate)
+    monkeypatch.setattr(ev, "sample_quality", lambda samples, ref, **kw: {})
+    evaluate_run(tmp_path, num=7, steps=1, bpd_images=None, seed=1)
+    got = seen["labels"]
+    counts = got.bincount(minlength=10)[[0, 3, 5]]
+    assert len(got) == 7 and set(got.tolist()) == {0, 3, 5} and int(counts.max() - counts.min()) <= 1

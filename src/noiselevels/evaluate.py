@@ -221,7 +221,10 @@ def evaluate_run(
     extractor applies (``"mnist"`` needs 1-channel images and resizes them to 28×28), ``fd``/``kid``
     of ``num`` samples drawn with ``steps`` solver steps against ``num`` validation images. A subset of
     the validation split is class-balanced and drawn from ``seed``
-    (:func:`noiselevels.data.balanced_indices`; the embedded splits are stored class by class). 2-D toy
+    (:func:`noiselevels.data.balanced_indices`; the embedded splits are stored class by class). A
+    class-conditional model samples the classes of that subset, in its proportions: with ``adapter``
+    the metrics are those of the fine-tuned model on its base's classes (retention); the new concept
+    is scored by ``noiselevels finetune --evaluate``. 2-D toy
     data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
     vs validation set)."""
     from .data import balanced_indices
@@ -260,9 +263,14 @@ def evaluate_run(
             seed=seed,
         )
         out["bpd"] = out["bits_per_dim"]["bpd"]
+    # the reference set: a seeded class-balanced subset of the validation split; a conditional model
+    # samples the same classes in the same proportions (e.g. a fine-tune evaluated against its base's
+    # data never samples the base's missing classes)
+    ref_idx = balanced_indices(val, min(num, len(val)), seed=seed)
     labels = None
     if num_classes is not None:
-        labels = torch.arange(num) % int(num_classes)
+        pool = val.labels[ref_idx] if val.labels is not None else torch.arange(int(num_classes))
+        labels = pool.repeat(-(-num // len(pool)))[:num]
     samples = generate(
         run.model,
         run.noise,
@@ -281,8 +289,7 @@ def evaluate_run(
     if is_image:
         shape = tuple(run.data["shape"])
         if callable(features) or shape[0] == 1:
-            ref = val.data[balanced_indices(val, min(num, len(val)), seed=seed)]
-            out.update(sample_quality(samples, ref, features=features, seed=seed))
+            out.update(sample_quality(samples, val.data[ref_idx], features=features, seed=seed))
         else:
             out["fd"] = out["kid"] = None
             out["fd_note"] = f"the MNIST feature extractor needs 1-channel images; got shape {shape}"
