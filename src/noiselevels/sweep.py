@@ -517,7 +517,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def _pm(m: float, s: float, digits: int = 2) -> str:
+def _pm(m: float, s: float = math.nan, digits: int = 2) -> str:
     """``mean ± std``; just the mean when there is no spread to show (one seed)."""
     if not math.isfinite(m):
         return "–"
@@ -592,8 +592,8 @@ def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
         "|---|---|---|---|---|---|",
     ]
     if base:
-        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan), math.nan)} | 0 | "
-                     f"{_pm(base.get('fd_other', math.nan), math.nan)} | – |")  # fmt: skip
+        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan))} | 0 | "
+                     f"{_pm(base.get('fd_other', math.nan))} | – |")  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['n']} | {_pm(*r['fd_new'])} | {_pm(*r['retention'])} | "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .inspect import add_range_args, window, write_json
+from .inspect import add_range_args, preset_spec, window, write_json
 
 
 def register(subparsers) -> None:
@@ -43,22 +43,16 @@ def load_any(spec: str):
     """A NoiseConfig from a TOML path or a preset name ``tool:name[?k=v&...]``; and its label."""
     from pathlib import Path
 
-    from ..config import load_config, parse_value
+    from ..config import load_config
     from ..presets import PRESETS, preset
 
     if spec.endswith(".toml") or Path(spec).is_file():
         return load_config(spec), Path(spec).stem
-    name, _, query = spec.partition("?")
+    name, params = preset_spec(spec, f"preset {spec!r}: parameter")
     if name not in PRESETS:
         raise ValueError(
             f"{spec!r} is neither a TOML file nor a preset; valid presets: {', '.join(sorted(PRESETS))}"
         )
-    params = {}
-    for item in filter(None, query.split("&")):
-        if "=" not in item:
-            raise ValueError(f"preset parameter {item!r} in {spec!r} must look like key=value")
-        k, _, v = item.partition("=")
-        params[k] = parse_value(v)
     return preset(name, **params), spec
 
 

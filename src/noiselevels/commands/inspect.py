@@ -99,6 +99,13 @@ def _kv(items: list[str], flag: str) -> dict:
     return out
 
 
+def preset_spec(spec: str, what: str) -> tuple[str, dict]:
+    """``tool:name`` or ``tool:name?k=v&k=v`` (the form `inspect --preset` and `compare` take) →
+    (preset name, parameters); ``what`` names a malformed parameter in the error."""
+    name, _, query = spec.partition("?")
+    return name, _kv([q for q in query.split("&") if q], what)
+
+
 def noise_table(args) -> dict:
     """The [noise] table from a TOML file (if any), overrides and the component flags."""
     from ..config import apply_overrides, read_toml
@@ -108,14 +115,11 @@ def noise_table(args) -> dict:
     if args.config and "noise" not in doc:
         raise ValueError(f"{args.config}: no [noise] section")
     noise = dict(doc.get("noise", {}))
-    if args.preset:  # tool:name, or tool:name?k=v&k=v as `compare` takes it
-        name, _, query = args.preset.partition("?")
+    if args.preset:
+        name, params = preset_spec(args.preset, "--preset parameter")
         noise["preset"] = name
-        if query:
-            noise["preset_params"] = {
-                **noise.get("preset_params", {}),
-                **_kv([q for q in query.split("&") if q], "--preset parameter"),
-            }
+        if params:
+            noise["preset_params"] = {**noise.get("preset_params", {}), **params}
     if args.preset_param:
         noise["preset_params"] = {
             **noise.get("preset_params", {}),

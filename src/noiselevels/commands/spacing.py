@@ -78,7 +78,7 @@ def register(subparsers) -> None:
         help="optimise a grid for a model / exact problem and a step budget",
         description="Optimise the σ grid of N steps for a denoiser and a solver.",
     )
-    _add_grid_arguments(po, steps_required=True, default_range=(0.002, 80.0))
+    _add_grid_arguments(po, steps_required=True, default_range=OPTIMIZE_SIGMA_RANGE)
     _add_optimize_arguments(po)
     po.set_defaults(func=run)
 
