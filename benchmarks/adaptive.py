@@ -17,7 +17,7 @@ data order and noise seeds for every run.
    so every run is scored by the same estimator. "steps to the baseline's final value" = the first
    evaluation at which a run's validation loss is ≤ the baseline's final one.
 3. **Uncertainty weighting (EDM2), time warping (CDCD), learned schedule (VDM)** at equal steps:
-   validation loss (target W), VDM bits/dim on the validation digits (noiselevels.evaluate, 8 levels
+   validation loss (target W), VDM bits/dim on the validation digits (noiselevels.runs.evaluate, 8 levels
    per image, λ ∈ [−10, 12]) and the Fréchet distance of 500 samples (Heun, 18 Karras steps) to the
    validation digits on the shipped MNIST classifier's features.
 
@@ -42,10 +42,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from noiselevels.data import load_dataset
-from noiselevels.evaluate import bits_per_dim, sample_quality
-from noiselevels.models import build_model
 from noiselevels.parameterizations import parameterization
+from noiselevels.runs.data import load_dataset
+from noiselevels.runs.evaluate import bits_per_dim, sample_quality
+from noiselevels.runs.models import build_model
 from noiselevels.sampling.denoiser import as_denoiser
 from noiselevels.sampling.solvers import solve
 from noiselevels.sampling.spacings import spacing
@@ -69,7 +69,7 @@ LAM_RANGE = (-15.0, 15.0)
 
 
 class Flat(nn.Module):
-    """An MLP denoiser on images: flattens (B, 1, H, W) for ``noiselevels.models.MLP`` and back."""
+    """An MLP denoiser on images: flattens (B, 1, H, W) for ``noiselevels.runs.models.MLP`` and back."""
 
     def __init__(self, dim: int):
         super().__init__()

@@ -44,7 +44,7 @@ def scaling(sweep, out: Path, workers: int) -> dict:
     """Wall time of 1 run with 1 worker vs ``workers`` equal runs (seeds) with ``workers`` workers."""
     import dataclasses
 
-    from noiselevels.sweep import run_sweep
+    from noiselevels.runs.sweep import run_sweep
 
     name = next(iter(sweep.configs))
     # without the base model's evaluation, so that both timings are of equal fine-tune runs only
@@ -66,7 +66,7 @@ def scaling(sweep, out: Path, workers: int) -> dict:
 
 def reference_fd(sweep, seed: int = 1234) -> dict:
     """FD on the new class of ``mnist-all`` (trained on all ten classes, same budget), same evaluation."""
-    from noiselevels.finetuning import concept_images, evaluate_finetune, load_base
+    from noiselevels.runs.finetune import concept_images, evaluate_finetune, load_base
 
     ref = load_base("mnist-all")
     shape = tuple(ref.data["shape"])
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    from noiselevels.sweep import collect, load_sweep, run_sweep, summary_rows
+    from noiselevels.runs.sweep import collect, load_sweep, run_sweep, summary_rows
 
     sweep = load_sweep(args.sweep)
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ Two runs, same data (MNIST train, 4,500 images), architecture (the project's CPU
 Sampling: DPM-Solver++(2M) with N = NFE steps (NFE ∈ {8, 16, 32, 64}); for each run and NFE the best
 of the spacings ``schedule`` (the run's own schedule at even t), ``karras`` (ρ = 7) and ``exponential``
 over the run's σ range (the global run: the global range; the instance run: each instance's range).
-Fréchet distance on the project's MNIST classifier features (``noiselevels.metrics``), ``--num``
+Fréchet distance on the project's MNIST classifier features (``noiselevels.runs.metrics``), ``--num``
 samples against the 500 validation images, one fixed seed.
 
 Run (CPU; about 30–40 minutes on 2 busy cores with the defaults):
@@ -42,10 +42,10 @@ from pathlib import Path
 import torch
 
 from noiselevels import spectral as sp
-from noiselevels.checkpoint import latest_checkpoint
-from noiselevels.data import load_dataset
-from noiselevels.evaluate import sample_quality
-from noiselevels.trainer import TrainConfig, generate, load_run, train
+from noiselevels.runs.checkpoint import latest_checkpoint
+from noiselevels.runs.data import load_dataset
+from noiselevels.runs.evaluate import sample_quality
+from noiselevels.runs.train import TrainConfig, generate, load_run, train
 
 SPACINGS = ("schedule", "karras", "exponential")
 SPACING_PARAMS = {"schedule": {}, "karras": {"rho": 7.0}, "exponential": {}}

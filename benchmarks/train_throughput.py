@@ -51,9 +51,9 @@ def _clock() -> tuple[float, float]:
 
 
 def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
-    """(wall, CPU) images/s of ``noiselevels.trainer.train`` from the end of step ``warmup`` to the last
+    """(wall, CPU) images/s of ``noiselevels.runs.train.train`` from the end of step ``warmup`` to the last
     step. CPU images/s = images per second of this process's CPU time (robust to a busy machine)."""
-    from noiselevels.trainer import train
+    from noiselevels.runs.train import train
 
     stamps: dict[int, tuple[float, float]] = {}
     train(cfg, out, progress=False, callback=lambda step, _res: stamps.__setitem__(step, _clock()))
@@ -64,7 +64,7 @@ def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
 
 def plain_rate(cfg: dict, warmup: int) -> tuple[float, float]:
     """(wall, CPU) images/s of the plain loop over the same model, data, objective and seed."""
-    from noiselevels.trainer import DataConfig, build_model_for, noise_config
+    from noiselevels.runs.train import DataConfig, build_model_for, noise_config
 
     data = DataConfig(**{k: v for k, v in cfg["data"].items()}).load("train")
     objective = noise_config(cfg["noise"]).objective()

@@ -1,14 +1,15 @@
 """Train the class-conditional MNIST base model shipped as ``noiselevels/assets/mnist-base.safetensors``.
 
 The base model is what ``noiselevels finetune --base mnist-base`` starts from: a rectified-flow
-(velocity-prediction) :class:`noiselevels.models.UNet` trained on the embedded MNIST train split **without
-the digit 7** (4,050 images of the other nine classes). It has ``num_classes = 10``: the label row of 7
-exists but never receives a gradient here — it is the spare slot a fine-tune teaches the new concept.
+(velocity-prediction) :class:`noiselevels.runs.models.UNet` trained on the embedded MNIST train
+split **without the digit 7** (4,050 images of the other nine classes). It has ``num_classes = 10``: the
+label row of 7 exists but never receives a gradient here — it is the spare slot a fine-tune teaches the
+new concept.
 Noise levels: ai-toolkit's default ``sigmoid`` timestep type (λ ~ N(0, 2²), plain flow loss).
 
 Writes ``<out>/mnist-base.safetensors`` (the EMA weights, with the resolved configuration in the
 safetensors metadata) and ``<out>/mnist-base.json`` (command, seed, steps, wall time, and — when the
-MNIST classifier of ``noiselevels.metrics`` is available — the Fréchet distance per class of samples
+MNIST classifier of ``noiselevels.runs.metrics`` is available — the Fréchet distance per class of samples
 against the real images of that class). Usage::
 
     python scripts/train_base_model.py [--out src/noiselevels/assets] [--steps 1500] [--seed 0]
@@ -68,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from noiselevels.finetuning import base_fd_per_class, export_base
+    from noiselevels.runs.finetune import base_fd_per_class, export_base
 
     name = "mnist-all" if args.all_classes else "mnist-base"
     asset = args.out / f"{name}.safetensors"
     info_path = args.out / f"{name}.json"
     if not args.evaluate_only:
-        from noiselevels.trainer import train
+        from noiselevels.runs.train import train
 
         cfg = config(
             steps=args.steps, seed=args.seed, all_classes=args.all_classes, batch_size=args.batch_size
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     info["frechet_distance_per_class"] = {str(k): round(v, 3) for k, v in fd.items()}
     info["frechet_distance_eval"] = (
         f"{args.eval_samples} samples per class (dpmpp_2m, 12 karras steps, no guidance) vs the real "
-        "images of the class (mnist split 'all'), MNIST-classifier features (noiselevels.metrics)"
+        "images of the class (mnist split 'all'), MNIST-classifier features (noiselevels.runs.metrics)"
     )
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info["frechet_distance_per_class"]))

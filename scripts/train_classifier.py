@@ -1,4 +1,4 @@
-"""Train the small MNIST classifier whose features ``noiselevels.metrics`` uses for FD / KID.
+"""Train the small MNIST classifier whose features ``noiselevels.runs.metrics`` uses for FD / KID.
 
 Data: the embedded MNIST subset (``load_dataset("mnist")``), train split = first 450 images of each
 class; the held-out accuracy is measured on the val split (last 50 of each class, 500 images).
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from noiselevels.data import load_dataset
-from noiselevels.metrics import MnistClassifier
+from noiselevels.runs.data import load_dataset
+from noiselevels.runs.metrics import MnistClassifier
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "noiselevels" / "assets"
 
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     command = " ".join(["python scripts/train_classifier.py", *(sys.argv[1:] if argv is None else argv)])
     info = {
-        "model": "noiselevels.metrics.MnistClassifier",
+        "model": "noiselevels.runs.metrics.MnistClassifier",
         "feature_dim": MnistClassifier.feature_dim,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "data": "noiselevels.data.load_dataset('mnist'): train split (4,500 images) for training, "
+        "data": "noiselevels.runs.data.load_dataset('mnist'): train split (4,500 images) for training, "
         "val split (last 50 of each class, 500 images) held out",
         "val_accuracy": round(val_acc, 4),
         "train_accuracy": round(train_acc, 4),

@@ -21,3 +21,14 @@ def _no_leaked_torch_state():
         leaked.append(f"default dtype left at {torch.get_default_dtype()}")
     if leaked:
         pytest.fail("; ".join(leaked), pytrace=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and many tiny ops: torch's intra-op thread pool costs more than it gains and fights
+    the other tests for the two cores. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -72,21 +72,21 @@ _EXPORTS: dict[str, str] = {
     "as_denoiser": "sampling.denoiser",
     "optimize_spacing": "sampling.optimize",
     # components
-    "from_dict": "components",
+    "from_dict": "catalog",
     # training, sampling and evaluating real models
-    "TrainConfig": "trainer",
-    "load_train_config": "trainer",
-    "train": "trainer",
-    "load_run": "trainer",
-    "generate": "trainer",
-    "bits_per_dim": "evaluate",
-    "sample_quality": "evaluate",
-    "evaluate_run": "evaluate",
+    "TrainConfig": "runs.train",
+    "load_train_config": "runs.train",
+    "train": "runs.train",
+    "load_run": "runs.train",
+    "generate": "runs.train",
+    "bits_per_dim": "runs.evaluate",
+    "sample_quality": "runs.evaluate",
+    "evaluate_run": "runs.evaluate",
     # fine-tuning and experiments
-    "finetune": "finetuning",
-    "load_model": "finetuning",
-    "load_sweep": "sweep",
-    "run_sweep": "sweep",
+    "finetune": "runs.finetune",
+    "load_model": "runs.finetune",
+    "load_sweep": "runs.sweep",
+    "run_sweep": "runs.sweep",
 }
 # public submodules, also loaded lazily: nl.toy.mixture_2d(), nl.spectral.rapsd(images)
 _MODULES: dict[str, str] = {"toy": "sampling.toy", "spectral": "spectral"}

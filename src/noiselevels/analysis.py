@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .components import Density, Weighting, check_finite
-from .levels import logsnr_from_sigma, to_tensor
+from noiselevels.components import Density, Weighting, check_finite
+from noiselevels.levels import logsnr_from_sigma, to_tensor
 
 __all__ = [
     "BANDS",
@@ -176,7 +176,7 @@ class Summary:
         return dataclasses.asdict(self)
 
     def lines(self) -> list[str]:
-        from .levels import flow_t
+        from noiselevels.levels import flow_t
 
         def t(lam: float) -> float:
             return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))
@@ -375,7 +375,7 @@ class Comparison:
         return "very different: most of one's weight is where the other has little"
 
     def lines(self, name_a: str = "A", name_b: str = "B") -> list[str]:
-        from .levels import flow_t
+        from noiselevels.levels import flow_t
 
         def t(lam: float) -> float:
             return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))

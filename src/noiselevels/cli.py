@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="noiselevels",
         description="Noise levels of diffusion and flow-matching models, in logSNR λ = log(α²/σ²).",
     )
-    from . import __version__
+    from noiselevels import __version__
 
     parser.add_argument("--version", action="version", version=f"noiselevels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -4,8 +4,8 @@ Every component (a schedule, a training density, a loss weighting, a sampling sp
 dataclass registered under a name in the registry of its kind. ``registry.create(name, **kw)`` builds
 one, rejecting unknown names (the message lists the valid ones) and unknown parameters (the message
 lists the valid ones: no ``**kwargs`` swallow typos). ``component.to_dict()`` and
-``from_dict(d)`` round-trip any component, nested ones included, so a run's resolved configuration
-can be written to disk and read back.
+``noiselevels.catalog.from_dict(d)`` round-trip any component, nested ones included, so a run's resolved
+configuration can be written to disk and read back.
 
 Conventions: λ = ``logsnr`` = log(α²/σ²) (large = clean); schedule time t ∈ [0, 1] with t = 0 clean.
 """
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .levels import to_tensor
+from noiselevels.levels import to_tensor
 
 __all__ = [
     "Component",
@@ -31,7 +31,6 @@ __all__ = [
     "check_finite",
     "check_positive",
     "check_range",
-    "from_dict",
 ]
 
 
@@ -113,36 +112,6 @@ def _registry_of(kind: str) -> Registry:
     if kind not in _KINDS:
         _KINDS[kind] = Registry(kind)
     return _KINDS[kind]
-
-
-def from_dict(d: dict[str, Any]) -> Any:
-    """Rebuild a component from ``component.to_dict()`` output (nested components included)."""
-    if not isinstance(d, dict) or "kind" not in d or "name" not in d:
-        raise ValueError(f"expected a dict with 'kind' and 'name' keys; got {d!r}")
-    _import_registering_modules()
-    if d["kind"] not in _KINDS:
-        raise ValueError(f"unknown component kind {d['kind']!r}; valid kinds: {', '.join(sorted(_KINDS))}")
-    kw = {k: _decode(v) for k, v in d.items() if k not in ("kind", "name")}
-    return _KINDS[d["kind"]].create(d["name"], **kw)
-
-
-def _import_registering_modules() -> None:
-    """Import every module that registers components, so that any serialised component resolves."""
-    import importlib
-
-    for mod in (
-        "schedules", "spectral", "presets", "sampling.spacings", "sampling.solvers",
-        "training.densities", "training.weightings", "training.adaptive",
-    ):  # fmt: skip
-        importlib.import_module(f"noiselevels.{mod}")
-
-
-def _decode(v: Any) -> Any:
-    if isinstance(v, dict) and "kind" in v and "name" in v:
-        return from_dict(v)
-    if isinstance(v, list):
-        return tuple(_decode(x) for x in v)
-    return v
 
 
 def _encode(v: Any) -> Any:
@@ -265,7 +234,7 @@ class Density(Component):
     def truncate(self, logsnr_min: float = -math.inf, logsnr_max: float = math.inf) -> Density:
         """This density restricted to [logsnr_min, logsnr_max] and renormalised
         (``noiselevels.training.densities.Truncated``)."""
-        from .training.densities import truncated
+        from noiselevels.training.densities import truncated
 
         return truncated(self, logsnr_min, logsnr_max)
 

@@ -37,16 +37,23 @@ ones; nothing is silently ignored.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from .components import DENSITIES, SCHEDULES, WEIGHTINGS, Component, Density, Registry, Schedule, Weighting
-from .components import check_finite as _check_finite
-from .levels import check_process
+from noiselevels.components import (
+    DENSITIES,
+    SCHEDULES,
+    WEIGHTINGS,
+    Component,
+    Density,
+    Registry,
+    Schedule,
+    Weighting,
+)
+from noiselevels.components import check_finite as _check_finite
+from noiselevels.levels import check_process
+from noiselevels.options import apply_overrides, parse_value, read_toml  # noqa: F401  (re-exported)
 
 __all__ = ["NOISE_KEYS", "NoiseConfig", "apply_overrides", "load_config", "read_toml"]
 
@@ -75,9 +82,9 @@ _KIND_OF_KEY = {
 
 def _registries() -> dict[str, Registry]:
     """The registries, with every module that registers components imported."""
-    from . import presets, schedules, spectral  # noqa: F401  (registration side effects)
-    from .parameterizations import PARAMETERIZATIONS
-    from .training import adaptive, densities, weightings  # noqa: F401
+    from noiselevels import presets, schedules, spectral  # noqa: F401  (registration side effects)
+    from noiselevels.parameterizations import PARAMETERIZATIONS
+    from noiselevels.training import adaptive, densities, weightings  # noqa: F401
 
     return {
         "schedule": SCHEDULES,
@@ -171,7 +178,7 @@ def build_component(
         raise ValueError(f"{where}: {kind} {name!r}: {e}") from None
     if kind == "schedule":
         if "shift" in post:
-            from .schedules import shift
+            from noiselevels.schedules import shift
 
             comp = shift(comp, _check_finite(f"{where}.shift", post["shift"]))
         if "zero_terminal_snr" in post:
@@ -180,7 +187,7 @@ def build_component(
                     f"{where}.zero_terminal_snr must be true or false; got {post['zero_terminal_snr']!r}"
                 )
             if post["zero_terminal_snr"]:
-                from .schedules import zero_terminal_snr
+                from noiselevels.schedules import zero_terminal_snr
 
                 comp = zero_terminal_snr(comp)
     elif kind == "density" and "truncate" in post:
@@ -194,7 +201,7 @@ def build_component(
     elif kind == "weighting" and "units" in post:
         units = _check_parameterization(post["units"])
         if units != "eps":
-            from .training.weightings import in_units
+            from noiselevels.training.weightings import in_units
 
             comp = in_units(comp, units, process=process)
     return comp
@@ -252,14 +259,14 @@ class NoiseConfig:
     # -- composition ---------------------------------------------------------------------------
     def effective_weighting(self):
         """W(λ) = p(λ)·w(λ) (``noiselevels.analysis.EffectiveWeighting``)."""
-        from .analysis import EffectiveWeighting
+        from noiselevels.analysis import EffectiveWeighting
 
         return EffectiveWeighting(density=self.density, weighting=self.weighting)
 
     def objective(self):
         """The training loss ``noiselevels.training.objective.Objective`` for this configuration."""
-        from .parameterizations import parameterization
-        from .training.objective import Objective
+        from noiselevels.parameterizations import parameterization
+        from noiselevels.training.objective import Objective
 
         return Objective(
             process=self.process,
@@ -306,7 +313,7 @@ class NoiseConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NoiseConfig:
         """Build from a ``[noise]`` table (see the module docstring for the schema)."""
-        from . import presets as _presets  # registers the tools' extra components
+        from noiselevels import presets as _presets  # registers the tools' extra components
 
         if not isinstance(d, dict):
             raise ValueError(f"[noise] must be a table; got {d!r}")
@@ -394,16 +401,6 @@ def _build_density(table: dict[str, Any], schedule: Schedule | None, process: st
 # ----------------------------------------------------------------------------------------------
 # files and overrides
 # ----------------------------------------------------------------------------------------------
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The whole TOML file as a dict; a syntax error raises ValueError naming the file."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: invalid TOML: {e}") from None
-
-
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NoiseConfig:
     """The ``NoiseConfig`` of a TOML file's ``[noise]`` section (after ``--set`` style overrides)."""
     d = apply_overrides(read_toml(path), list(overrides))
@@ -413,40 +410,3 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         return NoiseConfig.from_dict(d["noise"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-
-
-_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML (``1`` → int, ``1.5`` → float, ``true``, ``[1, 2]``, ``"s"``,
-    ``{ a = 1 }``); a bare word that is not TOML (``logit_normal``, ``kohya:sigmoid``) is a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        if _BARE.match(text.strip()):
-            return text.strip()
-        raise ValueError(f"cannot parse value {text!r}: not TOML and not a bare word") from None
-
-
-def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of ``d`` with each ``"a.b.c=value"`` set (value parsed by ``parse_value``).
-
-    Missing intermediate tables are created; setting a key below a non-table value is an error.
-    """
-    out = copy.deepcopy(d)
-    for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.path=value")
-        key, _, value = item.partition("=")
-        parts = [p.strip() for p in key.strip().split(".")]
-        if not all(parts):
-            raise ValueError(f"override {item!r}: empty key in {key!r}")
-        node = out
-        for i, p in enumerate(parts[:-1]):
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ValueError(f"override {item!r}: {'.'.join(parts[: i + 1])} is {nxt!r}, not a table")
-            node = nxt
-        node[parts[-1]] = parse_value(value)
-    return out

@@ -56,10 +56,10 @@ BUDGETS = (8, 24)  # Heun steps: 15 and 47 denoiser evaluations
 
 def _evaluate(run, out: Path, args: argparse.Namespace, timings: dict[str, float]):
     """Samples at the two budgets with FD/KID, the train-vs-validation floor, bits/dim."""
-    from .data import balanced_indices
-    from .evaluate import bits_per_dim, sample_quality
-    from .images import make_grid, save_image
-    from .trainer import generate
+    from noiselevels.runs.data import balanced_indices
+    from noiselevels.runs.evaluate import bits_per_dim, sample_quality
+    from noiselevels.runs.images import make_grid, save_image
+    from noiselevels.runs.train import generate
 
     val = run.config.data.load("val")
     train_set = run.config.data.load("train")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def study(out: str | Path = "runs/demo/timestep-types", *, workers: int | None = None) -> int:
     """Run the demo sweep (resuming), print its table and where the report is."""
-    from .sweep import run_demo
+    from noiselevels.runs.sweep import run_demo
 
     t0 = time.perf_counter()
     report = run_demo(out, workers=workers)
@@ -144,8 +144,8 @@ def train_report(args: argparse.Namespace) -> int:
     """The ``train`` job (module docstring)."""
     import torch
 
-    from .checkpoint import latest_checkpoint
-    from .trainer import TrainConfig, load_run, train
+    from noiselevels.runs.checkpoint import latest_checkpoint
+    from noiselevels.runs.train import TrainConfig, load_run, train
 
     out = Path(args.out)
     run_dir = out / "run"
@@ -177,7 +177,7 @@ def train_report(args: argparse.Namespace) -> int:
         evaluated = _evaluate(run, out, args, timings)
     rows, floor, bpd, val = evaluated
     # ---- 4. plots and report
-    from .plots import plot_logsnr
+    from noiselevels.plots import plot_logsnr
 
     plot_logsnr({"demo": run.noise}, out / "effective_weighting.png", title="what the demo's loss weights")
     import shutil
@@ -225,7 +225,7 @@ def train_report(args: argparse.Namespace) -> int:
         f"{_fmt(floor['kid'], '.4f')} | – |",
         "",
         f"FD/KID: {args.num} samples (seed 0) vs the {len(val)} validation images, on the 128-d features of "
-        "the project's MNIST classifier (`noiselevels.metrics`).",
+        "the project's MNIST classifier (`noiselevels.runs.metrics`).",
         "",
         "**Bits per dimension** (continuous-time VDM bound, "
         f"λ ∈ [{bpd['logsnr_min']:g}, {bpd['logsnr_max']:g}], "

@@ -52,8 +52,8 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from .components import Component, _registry_of, check_positive
-from .levels import check_process, to_tensor
+from noiselevels.components import Component, _registry_of, check_positive
+from noiselevels.levels import check_process, to_tensor
 
 __all__ = [
     "PARAMETERIZATIONS",

@@ -49,14 +49,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .components import (
+from noiselevels.components import (
     WEIGHTINGS,
     Density,
     Weighting,
     check_positive,
 )
-from .config import NoiseConfig
-from .levels import flow_t, to_tensor
+from noiselevels.config import NoiseConfig
+from noiselevels.levels import flow_t, to_tensor
 
 __all__ = [
     "PRESETS",
@@ -66,6 +66,7 @@ __all__ = [
     "describe_preset",
     "list_presets",
     "preset",
+    "qualified_name",
 ]
 
 _F64 = torch.float64
@@ -176,6 +177,13 @@ class PresetInfo:
 
 PRESETS: dict[str, PresetInfo] = {}
 TOOLS = ("ai-toolkit", "kohya", "diffusers", "onetrainer", "simpletuner")
+DEFAULT_TOOL = "ai-toolkit"
+
+
+def qualified_name(name: str) -> str:
+    """A preset name with its tool: a bare timestep type is ai-toolkit's (``"sigmoid"`` →
+    ``"ai-toolkit:sigmoid"``); ``"tool:name"`` is returned as it is."""
+    return name if ":" in name else f"{DEFAULT_TOOL}:{name}"
 
 
 def _preset(name: str, summary: str):
@@ -225,20 +233,20 @@ def describe_preset(name: str) -> str:
 
 # -- building blocks ----------------------------------------------------------------------------
 def _d(name: str, **kw) -> Density:
-    from .training.densities import density
+    from noiselevels.training.densities import density
 
     return density(name, **kw)
 
 
 def _w(name: str, **kw) -> Weighting:
-    from .training.weightings import weighting
+    from noiselevels.training.weightings import weighting
 
     return weighting(name, **kw)
 
 
 def _flow_sched(shift: float = 1.0):
-    from .schedules import schedule
-    from .schedules import shift as _shift
+    from noiselevels.schedules import schedule
+    from noiselevels.schedules import shift as _shift
 
     s = schedule("flow")
     return _shift(s, shift) if shift != 1.0 else s
@@ -271,7 +279,7 @@ def _flow_cfg(density: Density, weighting: Weighting | None = None) -> NoiseConf
 
 def _sd_schedule(zero_terminal_snr: bool = False):
     """Stable Diffusion 1.x/2.x/XL's DDPM table (scaled_linear, 0.00085 → 0.012, T = 1000)."""
-    from .schedules import schedule
+    from noiselevels.schedules import schedule
 
     return schedule(
         "ddpm",
@@ -343,7 +351,7 @@ def _ait_shift(shift: float = 3.0, image_seq_len: int | None = None) -> NoiseCon
     spaced σ grid passed through the scheduler's shift: static σ' = sσ/(1 + (s − 1)σ) (λ − 2·log s), or,
     when the scheduler uses dynamic shifting, s = e^μ with μ linear in ``image_seq_len`` from (256, 0.5)
     to (4096, 1.16) — ai-toolkit's max_shift is 1.16 where diffusers, kohya and Flux use 1.15."""
-    from .schedules import flux_mu
+    from noiselevels.schedules import flux_mu
 
     if image_seq_len is not None:
         shift = math.exp(flux_mu(image_seq_len, max_shift=1.16))
@@ -357,7 +365,7 @@ def _ait_lognorm_blend(alpha: float = 0.75, std: float = 0.333) -> NoiseConfig:
     x ~ LogNormal(0, 0.333), 250 are evenly spaced. The batch maximum is replaced by its median
     (``noiselevels.training.densities.lognorm_blend``), so this is a fixed mixture
     0.75·lognormal_alpha + 0.25·uniform σ."""
-    from .training.densities import lognorm_blend
+    from noiselevels.training.densities import lognorm_blend
 
     return _flow_cfg(lognorm_blend(weight=float(alpha), std=float(std)))
 
@@ -461,7 +469,7 @@ def _kohya_flux_shift(
     """kohya ``--timestep_sampling flux_shift``: σ = e^μ/(e^μ + 1/σ₀ − 1), σ₀ = sigmoid(k·n), μ linear in the
     image token count (h·w/4 of the latent; 4096 for 1024²) from (256, 0.5) to (4096, 1.15). Exactly
     logit-normal(μ, k): λ ~ N(−2μ, (2k)²)."""
-    from .schedules import flux_mu
+    from noiselevels.schedules import flux_mu
 
     check_positive("sigmoid_scale", sigmoid_scale)
     mu = flux_mu(image_seq_len)
@@ -796,6 +804,6 @@ def _shift_density(d: Density, factor: float) -> Density:
 
 def _in_units(w: Weighting, units: str, process: str) -> Weighting:
     """A weight on the ``units`` parameterisation's own loss, in ε units (ε units: unchanged)."""
-    from .training.weightings import in_units
+    from noiselevels.training.weightings import in_units
 
     return w if units == "eps" else in_units(w, units, process=process)

@@ -37,14 +37,14 @@ import math
 import torch
 from torch import Tensor
 
-from .components import (
+from noiselevels.components import (
     SCHEDULES,
     Schedule,
     _check_t,
     check_finite,
     check_positive,
 )
-from .levels import flow_t, log_sigmoid, logsnr_from_flow_t, to_tensor
+from noiselevels.levels import flow_t, log_sigmoid, logsnr_from_flow_t, to_tensor
 
 __all__ = [
     "DDPM",

@@ -69,7 +69,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .components import SCHEDULES, Schedule, check_positive, check_range
+from noiselevels.components import SCHEDULES, Schedule, check_positive, check_range
 
 __all__ = [
     "DC_MODES",
@@ -754,7 +754,7 @@ class InstanceSchedules:
             )
             sig = torch.exp(-0.5 * lam)
         else:
-            from .sampling.spacings import spacing as make_spacing
+            from noiselevels.sampling.spacings import spacing as make_spacing
 
             sp = make_spacing(spacing, **dict(spacing_params or {}))
             rows = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .inspect import add_range_args, preset_spec, window, write_json
+from noiselevels.commands.inspect import add_range_args, preset_spec, window, write_json
 
 
 def register(subparsers) -> None:
@@ -43,8 +43,8 @@ def load_any(spec: str):
     """A NoiseConfig from a TOML path or a preset name ``tool:name[?k=v&...]``; and its label."""
     from pathlib import Path
 
-    from ..config import load_config
-    from ..presets import PRESETS, preset
+    from noiselevels.config import load_config
+    from noiselevels.presets import PRESETS, preset
 
     if spec.endswith(".toml") or Path(spec).is_file():
         return load_config(spec), Path(spec).stem
@@ -59,7 +59,7 @@ def load_any(spec: str):
 def run(args) -> int:
     from pathlib import Path
 
-    from ..analysis import compare
+    from noiselevels.analysis import compare
 
     cfg_a, label_a = load_any(args.a)
     cfg_b, label_b = load_any(args.b)
@@ -78,7 +78,7 @@ def run(args) -> int:
         print("  " + line)
 
     if not args.no_plots:
-        from .. import plots
+        from noiselevels import plots
 
         out = Path(args.out)
         configs = {label_a: cfg_a, label_b: cfg_b}

@@ -43,8 +43,8 @@ def run(args) -> int:
     import math
     from pathlib import Path
 
-    from ..evaluate import evaluate_run
-    from .sample import load_sigmas
+    from noiselevels.commands.sample import load_sigmas
+    from noiselevels.runs.evaluate import evaluate_run
 
     if args.bpd_images < 1:
         raise ValueError(f"--bpd-images must be >= 1; got {args.bpd_images}")

@@ -1,6 +1,6 @@
 """``noiselevels finetune --base MODEL (--images DIR | --class C) --timestep-type NAME --out DIR``.
 
-Teaches a base model a new concept from a few images with LoRA adapters (noiselevels.finetuning): the
+Teaches a base model a new concept from a few images with LoRA adapters (noiselevels.runs.finetune): the
 concept is trained into the base's spare label slot (for ``mnist-base``: label 7, the digit it never
 saw), only the adapter is saved. The noise levels come from ``--timestep-type`` (any preset: ai-toolkit's
 ``linear``, ``sigmoid``, ``weighted``, ``shift``, ... or ``tool:name``) or from a ``[noise]`` TOML
@@ -112,7 +112,7 @@ def register(subparsers) -> None:
 def _noise_arg(args):
     if args.noise is None and not args.overrides:
         return args.timestep_type or "sigmoid"
-    from ..config import apply_overrides, read_toml
+    from noiselevels.config import apply_overrides, read_toml
 
     d = read_toml(args.noise) if args.noise else {}
     if args.noise and "noise" not in d:
@@ -133,7 +133,14 @@ def run(args) -> int:
 
     import torch
 
-    from ..finetuning import concept_images, evaluate_finetune, finetune, load_base, resolve_noise, sample
+    from noiselevels.runs.finetune import (
+        concept_images,
+        evaluate_finetune,
+        finetune,
+        load_base,
+        resolve_noise,
+        sample,
+    )
 
     base = load_base(args.base)
     shape = tuple(base.data["shape"])
@@ -171,7 +178,7 @@ def run(args) -> int:
         f"label {res.label}; adapter: {out / 'adapter'}"
     )
     if args.samples:
-        from ..images import make_grid, save_image
+        from noiselevels.runs.images import make_grid, save_image
 
         labels = None if res.label is None else torch.full((args.samples,), res.label)
         x = sample(res.model, res.noise, shape, labels=labels, num=args.samples, seed=args.seed)

@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 
 def _kv(items: list[str], flag: str) -> dict:
-    from ..config import parse_value
+    from noiselevels.config import parse_value
 
     out = {}
     for item in items:
@@ -108,7 +108,7 @@ def preset_spec(spec: str, what: str) -> tuple[str, dict]:
 
 def noise_table(args) -> dict:
     """The [noise] table from a TOML file (if any), overrides and the component flags."""
-    from ..config import apply_overrides, read_toml
+    from noiselevels.config import apply_overrides, read_toml
 
     doc = read_toml(args.config) if args.config else {}
     doc = apply_overrides(doc, args.overrides)
@@ -147,7 +147,7 @@ def noise_table(args) -> dict:
 
 
 def window(args) -> tuple[float, float, int]:
-    from ..analysis import DEFAULT_LOGSNR_RANGE, DEFAULT_POINTS
+    from noiselevels.analysis import DEFAULT_LOGSNR_RANGE, DEFAULT_POINTS
 
     lo, hi = args.range if args.range else DEFAULT_LOGSNR_RANGE
     return float(lo), float(hi), int(args.points or DEFAULT_POINTS)
@@ -163,8 +163,8 @@ def sampler_levels(args):
         if given:
             raise ValueError(f"{given[0]} needs --spacing NAME (the sampler whose levels to check)")
         return None
-    from ..sampling.spacings import spacing
-    from .spacing import parse_params
+    from noiselevels.commands.spacing import parse_params
+    from noiselevels.sampling.spacings import spacing
 
     sp = spacing(args.spacing, **parse_params(args.spacing_param))
     steps = 20 if args.steps is None else args.steps
@@ -185,13 +185,13 @@ def run(args) -> int:
     from pathlib import Path
 
     if args.list_presets:
-        from ..presets import PRESETS
+        from noiselevels.presets import PRESETS
 
         for name in sorted(PRESETS):
             print(f"{name:44s} {PRESETS[name].summary}")
         return 0
 
-    from ..config import NoiseConfig
+    from noiselevels.config import NoiseConfig
 
     noise = noise_table(args)
     where = args.config or "command line"
@@ -210,7 +210,7 @@ def run(args) -> int:
         print(line)
     levels = align = None
     if sampler is not None:
-        from ..analysis import alignment
+        from noiselevels.analysis import alignment
 
         sp, sigmas = sampler
         align = alignment(cfg.density, sigmas=sigmas, tail=args.tail)
@@ -227,7 +227,7 @@ def run(args) -> int:
         print(f"  training cdf at each level (0 = noisiest draw, 1 = cleanest): {q}")
 
     if not args.no_plots:
-        from .. import plots
+        from noiselevels import plots
 
         out = Path(args.out)
         label = cfg.preset or (Path(args.config).stem if args.config else "config")
@@ -240,7 +240,7 @@ def run(args) -> int:
     if args.json:
         import math
 
-        from ..plots import tool_axis_curves
+        from noiselevels.plots import tool_axis_curves
 
         ta = tool_axis_curves(cfg)
         extra = {}

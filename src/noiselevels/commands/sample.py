@@ -81,9 +81,9 @@ def run(args) -> int:
 
     import torch
 
-    from ..config import parse_value
-    from ..images import make_grid, save_image
-    from ..trainer import generate
+    from noiselevels.config import parse_value
+    from noiselevels.runs.images import make_grid, save_image
+    from noiselevels.runs.train import generate
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
@@ -96,7 +96,7 @@ def run(args) -> int:
             raise ValueError(f"--spacing-param {item!r} must look like name=value")
         params[key.strip()] = parse_value(value)
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
-    from ..finetuning import load_model
+    from noiselevels.runs.finetune import load_model
 
     run_ = load_model(args.run, args.adapter, ema=not args.no_ema)  # = load_run for a run folder
     labels = None

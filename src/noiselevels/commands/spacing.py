@@ -155,7 +155,7 @@ def run(args) -> int:
 
 
 def _run_list(args) -> int:
-    from ..sampling.spacings import spacing_summaries
+    from noiselevels.sampling.spacings import spacing_summaries
 
     rows = spacing_summaries()
     width = max(len(name) for name, _ in rows)
@@ -165,7 +165,7 @@ def _run_list(args) -> int:
 
 
 def _run_show(args) -> int:
-    from ..sampling.spacings import spacing
+    from noiselevels.sampling.spacings import spacing
 
     kw = parse_params(args.params)
     s = spacing(args.name, **kw)
@@ -181,29 +181,29 @@ def _run_optimize(args) -> int:
 
     import torch
 
-    from ..sampling.optimize import DEFAULT_INITS, optimize_spacing
-    from ..sampling.spacings import spacing
+    from noiselevels.sampling.optimize import DEFAULT_INITS, optimize_spacing
+    from noiselevels.sampling.spacings import spacing
 
     sigma_min = OPTIMIZE_SIGMA_RANGE[0] if args.sigma_min is None else args.sigma_min
     sigma_max = OPTIMIZE_SIGMA_RANGE[1] if args.sigma_max is None else args.sigma_max
     trained = None
     x0, shape, reference, dtype = None, None, None, torch.float64
     if args.problem is not None:
-        from ..sampling.toy import problem
+        from noiselevels.sampling.toy import problem
 
         prob = problem(args.problem)
         denoiser, shape, source = prob.denoiser, prob.shape, f"problem {args.problem}"
         reference = prob.reference_solve if args.problem == "gaussian" else None
         x0 = prob.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
     else:
-        from ..trainer import load_run
+        from noiselevels.runs.train import load_run
 
         run = load_run(args.run)
         if run.conditional:
             raise ValueError(f"{args.run}: class-conditional runs are not supported by spacing optimize yet")
         denoiser, source, dtype = run.denoiser(), f"run {args.run}", torch.float32
         trained = run.trained_sigma_range()
-        from ..data import balanced_indices
+        from noiselevels.runs.data import balanced_indices
 
         train = run.config.data.load("train")  # class-ordered on disk: take a class-balanced subset
         pick = balanced_indices(train, min(args.num_samples, len(train)), seed=args.seed + 1)
@@ -297,10 +297,10 @@ def parse_params(items: list[str]) -> dict:
 
 def _build_nested(kind: str, name: str, kw: dict):
     if kind == "schedule":
-        from ..schedules import schedule
+        from noiselevels.schedules import schedule
 
         return schedule(name, **kw)
-    from ..training.densities import density
+    from noiselevels.training.densities import density
 
     return density(name, **kw)
 
@@ -341,7 +341,7 @@ def format_grid(sigmas, *, fmt: str = "table", title: str = "", component: dict 
 
     import torch
 
-    from ..levels import flow_t, logsnr_from_sigma
+    from noiselevels.levels import flow_t, logsnr_from_sigma
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")

@@ -48,11 +48,11 @@ def _load(args):
 
     import torch
 
-    from ..data import load_dataset
+    from noiselevels.runs.data import load_dataset
 
     src = Path(args.source)
     if src.is_file():
-        from ..images import load_image
+        from noiselevels.runs.images import load_image
 
         x = load_image(src, size=args.size, channels=args.channels)
         x = x[None] if x.ndim == 3 else x
@@ -66,7 +66,7 @@ def _load(args):
             num_images=args.num_images,
         )
     else:
-        from ..data import list_datasets
+        from noiselevels.runs.data import list_datasets
 
         if args.source not in list_datasets():
             names = ", ".join(n for n in list_datasets() if ":" not in n)
@@ -89,7 +89,7 @@ def run(args) -> int:
 
     import torch
 
-    from .. import spectral as sp
+    from noiselevels import spectral as sp
 
     if args.num_images is not None and args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1; got {args.num_images}")

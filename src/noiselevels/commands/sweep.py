@@ -1,6 +1,6 @@
 """``noiselevels sweep SWEEP.toml --out DIR [--workers N] [--backend local|ray] [--address ADDR]``.
 
-Runs a grid of fine-tunes (timestep types × seeds × ranks × ...; see noiselevels.sweep for the file
+Runs a grid of fine-tunes (timestep types × seeds × ranks × ...; see noiselevels.runs.sweep for the file
 format) in parallel — local worker processes, or Ray Tune trials with ``--backend ray`` — resuming a
 half-finished sweep without redoing finished runs, and writes DIR/report.md and DIR/report.html.
 """
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..sweep import run_sweep, write_report
+    from noiselevels.runs.sweep import run_sweep, write_report
 
     if args.report_only:
         print(f"report: {write_report(args.out)}")

@@ -1,6 +1,6 @@
 """``noiselevels train [CONFIG.toml] --out DIR [--steps N] [--data NAME] [--set key=value ...] [--resume]``.
 
-Trains a model (noiselevels.trainer) and writes the run folder: resolved config, log, loss profile over
+Trains a model (noiselevels.runs.train) and writes the run folder: resolved config, log, loss profile over
 λ, safetensors checkpoints. ``--resume`` (or ``--resume DIR``) continues the newest checkpoint of the
 run folder with its stored configuration. Multi-GPU: ``accelerate launch --multi_gpu -m noiselevels
 train ...``; several CPU processes: ``torchrun --standalone --nproc_per_node N -m noiselevels train ...``.
@@ -55,7 +55,7 @@ def run(args) -> int:
     import dataclasses
     from pathlib import Path
 
-    from ..trainer import load_train_config, train
+    from noiselevels.runs.train import load_train_config, train
 
     out = args.out
     if isinstance(args.resume, str):

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..levels import alpha_sigma, broadcast, check_process
+from noiselevels.levels import alpha_sigma, broadcast, check_process
 
 __all__ = ["ModelDenoiser", "as_denoiser"]
 
@@ -47,7 +47,7 @@ class ModelDenoiser:
         uncond: Mapping[str, Any] | None = None,
         cond: Mapping[str, Any] | None = None,
     ):
-        from ..parameterizations import parameterization as make_param
+        from noiselevels.parameterizations import parameterization as make_param
 
         self.model = model
         self.process = check_process(process)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .solvers import SOLVERS, Solver, solve
+from noiselevels.sampling.solvers import SOLVERS, Solver, solve
 
 __all__ = ["DEFAULT_INITS", "SpacingResult", "optimize_spacing", "solve_error"]
 
@@ -111,7 +111,7 @@ def _check_range(sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
 
 def _initial_grid(init: Any, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
     if isinstance(init, str):
-        from .spacings import spacing
+        from noiselevels.sampling.spacings import spacing
 
         grid = spacing(init).sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max)
     else:
@@ -150,7 +150,7 @@ def solve_error(
 
 
 def _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, rtol):
-    from .toy import ode_solve
+    from noiselevels.sampling.toy import ode_solve
 
     with torch.no_grad():
         if reference is None:

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..components import Component, _registry_of, check_positive
+from noiselevels.components import Component, _registry_of, check_positive
 
 __all__ = ["SOLVERS", "Solver", "solve", "solver"]
 

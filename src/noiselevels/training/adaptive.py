@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..components import (
+from noiselevels.components import (
     DENSITIES,
     SCHEDULES,
     Density,
@@ -54,7 +54,7 @@ from ..components import (
     check_positive,
     check_range,
 )
-from ..levels import to_tensor
+from noiselevels.levels import to_tensor
 
 __all__ = [
     "LearnedSchedule",
@@ -106,7 +106,7 @@ def _check_density(value: Any, owner: str) -> Density:
 
 
 def _as_weighting(value: Any) -> Weighting:
-    from .weightings import weighting
+    from noiselevels.training.weightings import weighting
 
     if value is None:
         value = "constant"
@@ -987,7 +987,7 @@ class LearnedScheduleSnapshot(Schedule):
         return _normalised(t, self.logsnr_min, self.logsnr_max, self._params())[1]
 
     def _t_of(self, logsnr: Tensor) -> Tensor:
-        from .densities import solve_increasing
+        from noiselevels.training.densities import solve_increasing
 
         lam = logsnr.clamp(self.logsnr_min, self.logsnr_max)
         p = self._params()
@@ -1106,7 +1106,7 @@ class LearnedScheduleSampler:
 
     def density(self) -> Density:
         """The current training density over λ: uniform t under the frozen schedule."""
-        from .densities import density
+        from noiselevels.training.densities import density
 
         return density("uniform_t", schedule=self.net.schedule())
 
@@ -1219,8 +1219,8 @@ def load_adaptive(run_dir) -> Any:
     """
     from pathlib import Path
 
-    from ..checkpoint import load_checkpoint
-    from ..trainer import load_train_config, noise_config
+    from noiselevels.runs.checkpoint import load_checkpoint
+    from noiselevels.runs.train import load_train_config, noise_config
 
     path = Path(run_dir)
     if not (path / "config.json").is_file():

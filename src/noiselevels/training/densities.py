@@ -50,8 +50,8 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus as _torch_softplus
 
-from ..components import DENSITIES, Density, Schedule, check_finite, check_positive, check_range
-from ..levels import log_sigmoid, to_tensor
+from noiselevels.components import DENSITIES, Density, Schedule, check_finite, check_positive, check_range
+from noiselevels.levels import log_sigmoid, to_tensor
 
 __all__ = [
     "DENSITIES",

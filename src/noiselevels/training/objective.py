@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..components import Component, Density, Weighting, _registry_of, check_positive
-from ..levels import alpha_sigma, broadcast, check_process
-from ..parameterizations import Parameterization, parameterization
-from .weightings import weighting as _weighting
+from noiselevels.components import Component, Density, Weighting, _registry_of, check_positive
+from noiselevels.levels import alpha_sigma, broadcast, check_process
+from noiselevels.parameterizations import Parameterization, parameterization
+from noiselevels.training.weightings import weighting as _weighting
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]
 
@@ -82,7 +82,7 @@ class Objective(Component):
         object.__setattr__(self, "parameterization", parameterization(self.parameterization))
         object.__setattr__(self, "weighting", _weighting(self.weighting))
         if isinstance(self.density, str):
-            from .densities import density
+            from noiselevels.training.densities import density
 
             object.__setattr__(self, "density", density(self.density))
         if self.density is not None and not isinstance(self.density, Density):

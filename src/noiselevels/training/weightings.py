@@ -69,9 +69,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..components import WEIGHTINGS, Density, Weighting, check_finite, check_positive
-from ..levels import check_process, log_sigmoid, to_tensor
-from ..parameterizations import Parameterization, parameterization
+from noiselevels.components import WEIGHTINGS, Density, Weighting, check_finite, check_positive
+from noiselevels.levels import check_process, log_sigmoid, to_tensor
+from noiselevels.parameterizations import Parameterization, parameterization
 
 __all__ = ["WEIGHTINGS", "in_units", "product", "scaled", "weighting"]
 

@@ -1,0 +1,10 @@
+"""Every figure the project draws, one module per subject; matplotlib is imported lazily (``_mpl.pyplot``).
+
+* ``weighting`` — p(λ), w(λ), W(λ) over λ and over a tool's own time axis (``inspect``, ``compare``).
+
+Layer: above ``analysis``, ``config`` and the maths packages, below ``runs`` and ``commands``.
+"""
+
+from noiselevels.plots.weighting import plot_logsnr, plot_tool_axis, tool_axis_curves
+
+__all__ = ["plot_logsnr", "plot_tool_axis", "tool_axis_curves"]

@@ -1,0 +1,780 @@
+"""Experiments: a grid of fine-tunes (timestep types × seeds × ranks × ...) run in parallel, and its report.
+
+A sweep is a TOML file::
+
+    [sweep]
+    base = "mnist-base"          # any base of noiselevels.runs.finetune.load_base
+    class = 7                    # the new concept: an MNIST class (held-out real images = the rest) ...
+    # images = "path/to/folder"  # ... or a folder of images (then no Fréchet distance of the concept)
+    num_images = 30
+    seeds = [0, 1, 2]
+
+    [finetune]                   # defaults of every run (noiselevels.runs.finetune.finetune's arguments)
+    rank = 8
+    steps = 300
+
+    [eval]                       # evaluate_finetune's arguments (sample counts, ODE steps)
+    num_new = 200
+    num_other = 270
+
+    [grid]                       # the Cartesian product of these finetune arguments
+    timestep_type = ["linear", "sigmoid", "weighted", "shift"]
+
+    [configs.logit_normal_shifted]   # extra named configurations (custom density / weighting, adaptive)
+    noise = { density = { name = "logit_normal", mean = 0.5, std = 1.0 } }
+
+A *configuration* is one point of the grid (named ``key=value,...``) or one ``[configs.NAME]`` table; a
+*run* is a configuration with a seed. Run ``r`` lives in ``OUT/runs/<r>/`` (``spec.json``, the adapter,
+its log and loss profile, the new concept's samples); it is **done** when its ``result.json`` exists —
+written atomically (temporary file + ``os.replace``) as the run's last act — so a sweep stopped at any
+point is resumed by running it again: finished runs are skipped, unfinished and failed ones are redone.
+A run's folder name ends with a hash of its full specification, so changing a setting starts new runs
+instead of reusing stale results. A failed run writes ``error.json`` (message + traceback) and the
+sweep goes on; failures are listed in the report and in the exit status.
+
+The unadapted base model is evaluated once, as the pseudo-run ``base``: the Fréchet distance of the
+other classes that the fine-tunes are compared with (**retention** = FD_other(adapted) − FD_other(base),
+0 = no degradation), and the base's own FD on the concept's spare label (the "before" number).
+
+Backends:
+
+* ``local`` (default): ``workers`` runs at a time, each in its own Python subprocess with
+  ``torch.set_num_threads(cores // workers)`` (and OMP/MKL threads likewise), so N workers use the
+  cores they are given without oversubscription.
+* ``ray``: Ray Tune (``pip install 'noiselevels[ray]'``) runs one trial per unfinished run, each asking
+  for ``cpus_per_trial`` CPUs; ``ray.init(address=...)`` is called with ``--address`` (or the
+  ``RAY_ADDRESS`` environment variable; without either, a local Ray instance is started). On a cluster,
+  OUT must be on storage every node sees (the trials write their run folders there); resuming works the
+  same way because "done" is still the existence of ``result.json``.
+
+``write_report(OUT)`` writes ``OUT/report.md`` and ``OUT/report.html``: one row per configuration with
+the Fréchet distance of the new concept against held-out real images, retention, fine-tuning wall
+time — each mean ± std over seeds (the mean alone with one seed, plus a line saying no spread is
+known) — and the plots ``samples.png`` (the concept's samples, one row per
+configuration, side by side), ``effective_weightings.png`` (W(λ) = p(λ)·w(λ) of every configuration)
+and ``loss_profiles.png`` (the ε-unit training loss over λ, averaged over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RunSpec",
+    "Sweep",
+    "load_sweep",
+    "run_demo",
+    "run_one",
+    "run_sweep",
+    "write_report",
+]
+
+SWEEP_KEYS = ("base", "class", "images", "num_images", "seeds", "name", "workers")
+FINETUNE_KEYS = (
+    "timestep_type", "noise", "rank", "alpha", "lr", "steps", "batch_size", "warmup", "label", "target",
+    "adaptive", "prior_weight", "prior_images",
+)  # fmt: skip
+EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features")
+DEMO_SWEEP = Path(__file__).resolve().parents[3] / "examples" / "sweeps" / "timestep-types-demo.toml"
+
+
+# ----------------------------------------------------------------------------------------------
+# specification
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run: a configuration (its name and finetune arguments) with a seed; ``kind`` is ``finetune``
+    or ``base`` (the unadapted base evaluated once)."""
+
+    config: str
+    params: dict[str, Any]
+    seed: int
+    kind: str = "finetune"
+
+    def to_dict(self, sweep: Sweep) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "params": self.params,
+            "seed": self.seed,
+            "kind": self.kind,
+            "base": sweep.base,
+            "concept": sweep.concept,
+            "eval": sweep.eval,
+        }
+
+    def run_id(self, sweep: Sweep) -> str:
+        blob = json.dumps(self.to_dict(sweep), sort_keys=True, default=str)
+        h = hashlib.sha256(blob.encode()).hexdigest()[:8]
+        slug = "".join(ch if ch.isalnum() or ch in "=-_." else "_" for ch in self.config)[:60]
+        return f"base-{h}" if self.kind == "base" else f"{slug}-s{self.seed}-{h}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file (module docstring): base, concept (``{"class": c, "num_images": n}`` or
+    ``{"images": dir, ...}``), seeds, finetune defaults, the configurations and evaluation settings."""
+
+    name: str
+    base: str
+    concept: dict[str, Any]
+    seeds: tuple[int, ...]
+    configs: dict[str, dict[str, Any]]
+    eval: dict[str, Any]
+    workers: int | None = None
+    evaluate_base: bool = True
+
+    def runs(self) -> list[RunSpec]:
+        out = [RunSpec("base", {}, 0, kind="base")] if self.evaluate_base else []
+        for name, params in self.configs.items():
+            out += [RunSpec(name, params, s) for s in self.seeds]
+        return out
+
+
+def _check_keys(where: str, d: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    bad = [k for k in d if k not in valid]
+    if bad:
+        raise ValueError(f"unknown key {bad[0]!r} in [{where}]; valid keys: {', '.join(valid)}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, Mapping):
+        return v.get("name", "custom") if isinstance(v.get("name"), str) else "custom"
+    return str(v)
+
+
+def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
+    """Validate a sweep table (the TOML's contents) into a :class:`Sweep`; errors name the bad key."""
+    _check_keys("top level", d, ("sweep", "finetune", "eval", "grid", "configs"))
+    sw = dict(d.get("sweep", {}))
+    _check_keys("sweep", sw, SWEEP_KEYS)
+    defaults = dict(d.get("finetune", {}))
+    _check_keys("finetune", defaults, FINETUNE_KEYS)
+    ev = dict(d.get("eval", {}))
+    _check_keys("eval", ev, EVAL_KEYS)
+    grid = dict(d.get("grid", {}))
+    _check_keys("grid", grid, FINETUNE_KEYS)
+    extra = dict(d.get("configs", {}))
+    if ("class" in sw) == ("images" in sw):
+        raise ValueError("[sweep] needs exactly one of class = N (an MNIST class) or images = 'DIR'")
+    concept = {k: sw[k] for k in ("class", "images", "num_images") if k in sw}
+    seeds = sw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise ValueError(f"[sweep] seeds must be a non-empty list of integers >= 0; got {seeds!r}")
+    configs: dict[str, dict[str, Any]] = {}
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"[grid] {k} must be a non-empty list of values; got {v!r}")
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)) if keys else []:
+        params = {**defaults, **dict(zip(keys, values))}
+        cname = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values)) if len(keys) > 1 else _fmt(values[0])
+        configs[cname] = params
+    for cname, table in extra.items():
+        if not isinstance(table, Mapping):
+            raise ValueError(f"[configs.{cname}] must be a table of finetune arguments; got {table!r}")
+        _check_keys(f"configs.{cname}", table, FINETUNE_KEYS)
+        if cname in configs or cname == "base":
+            raise ValueError(f"configuration name {cname!r} is used twice")
+        configs[cname] = {**defaults, **dict(table)}
+    if not configs:
+        raise ValueError("the sweep has no configurations: add a [grid] or [configs.NAME] tables")
+    workers = sw.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"[sweep] workers must be an integer >= 1; got {workers!r}")
+    return Sweep(
+        name=str(sw.get("name", name)),
+        base=str(sw.get("base", "mnist-base")),
+        concept=concept,
+        seeds=tuple(seeds),
+        configs=configs,
+        eval=ev,
+        workers=workers,
+    )
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read and validate a sweep TOML file."""
+    import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"sweep file {str(path)!r} does not exist")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"cannot parse sweep file {str(path)!r}: {e}") from None
+    return parse_sweep(d, name=p.stem)
+
+
+def validate(sweep: Sweep) -> None:
+    """Check everything that can fail before any run starts: the base loads, every configuration's
+    timestep type / noise table resolves, the concept's images exist and are enough."""
+    from noiselevels.runs.finetune import concept_images, load_base, resolve_noise
+
+    base = load_base(sweep.base)
+    for name, params in sweep.configs.items():
+        try:
+            nc = resolve_noise(_noise_arg(params), base.noise)
+            if params.get("adaptive"):
+                from noiselevels.runs.train import build_adaptive
+
+                build_adaptive(dict(params["adaptive"]), nc.objective())
+        except ValueError as e:
+            raise ValueError(f"configuration {name!r}: {e}") from None
+    concept_images(**_concept_args(sweep.concept), shape=tuple(base.data["shape"]))
+
+
+def _noise_arg(params: Mapping[str, Any]) -> Any:
+    if "noise" in params:
+        table = dict(params["noise"])
+        if "timestep_type" in params:
+            table.setdefault("preset", _preset_name(params["timestep_type"]))
+        return table
+    return params.get("timestep_type", "sigmoid")
+
+
+def _preset_name(t: str) -> str:
+    return t if ":" in t else f"ai-toolkit:{t}"
+
+
+def _concept_args(concept: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "images": concept.get("images"),
+        "class_label": concept.get("class"),
+        "num_images": concept.get("num_images"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# one run (in a worker process, or a Ray trial)
+# ----------------------------------------------------------------------------------------------
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    from noiselevels.runs.checkpoint import write_json_atomic
+
+    write_json_atomic(path, obj)
+
+
+def run_one(run_dir: str | os.PathLike, *, threads: int | None = None) -> dict[str, Any]:
+    """Execute the run described by ``run_dir/spec.json``; write ``result.json`` (atomically, last) or
+    ``error.json``; return the result. Used by the worker subprocesses and the Ray trials."""
+    import torch
+
+    from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetune, load_base
+
+    run_dir = Path(run_dir)
+    spec = json.loads((run_dir / "spec.json").read_text())
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    (run_dir / "error.json").unlink(missing_ok=True)
+    try:
+        base = load_base(spec["base"])
+        shape = tuple(base.data["shape"])
+        x, real_new, _ = concept_images(**_concept_args(spec["concept"]), shape=shape)
+        ev = dict(spec["eval"])
+        eval_kw = {k: ev[k] for k in EVAL_KEYS if k in ev}
+        label = spec["params"].get("label", base.spare_label)
+        other = [c for c in (base.trained_classes or []) if c != label]
+        result: dict[str, Any] = {"id": run_dir.name, "config": spec["config"], "seed": spec["seed"],
+                                  "kind": spec["kind"]}  # fmt: skip
+        if spec["kind"] == "base":
+            model, noise, train_s, final_loss = base.model, base.noise, 0.0, None
+        else:
+            params = dict(spec["params"])
+            noise_arg = _noise_arg(params)
+            params.pop("noise", None)
+            params["timestep_type"] = noise_arg
+            res = finetune(base, x, out_dir=run_dir, seed=spec["seed"], **params)
+            model, noise, train_s = res.model, res.noise, res.train_seconds
+            final_loss = res.log[-1]["loss"] if res.log else None
+            label = res.label
+        if real_new is not None and label is not None:
+            m = evaluate_finetune(model, noise, shape, label=label, real_new=real_new, other_classes=other,
+                                  **eval_kw)  # fmt: skip
+            samples = m.pop("samples_new")
+            from safetensors.torch import save_file
+
+            save_file({"samples": samples.contiguous()}, str(run_dir / "samples.safetensors"))
+            result.update(m)
+        result.update(
+            train_seconds=train_s,
+            wall_seconds=time.perf_counter() - t0,
+            final_loss=final_loss,
+            label=label,
+            threads=torch.get_num_threads(),
+        )
+        _write_json_atomic(run_dir / "result.json", result)
+        return result
+    except Exception as e:
+        err = {"id": run_dir.name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        _write_json_atomic(run_dir / "error.json", err)
+        raise
+
+
+def _worker_main(argv: list[str]) -> int:
+    run_dir, threads = argv[0], int(argv[1])
+    try:
+        run_one(run_dir, threads=threads)
+    except Exception as e:
+        print(f"run {Path(run_dir).name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: the output folder, run ids done before / now / failed."""
+
+    out_dir: Path
+    skipped: list[str]
+    finished: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def _prepare(sweep: Sweep, out: Path) -> list[tuple[str, Path]]:
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for r in sweep.runs():
+        rid = r.run_id(sweep)
+        d = out / "runs" / rid
+        d.mkdir(parents=True, exist_ok=True)
+        spec = r.to_dict(sweep)
+        if not (d / "spec.json").is_file():
+            _write_json_atomic(d / "spec.json", spec)
+        runs.append((rid, d))
+    _write_json_atomic(
+        out / "sweep.json",
+        {"name": sweep.name, "base": sweep.base, "concept": sweep.concept, "seeds": list(sweep.seeds),
+         "configs": sweep.configs, "eval": sweep.eval, "runs": [rid for rid, _ in runs]},
+    )  # fmt: skip
+    return runs
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def run_sweep(
+    sweep: Sweep | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_trial: int | None = None,
+    report: bool = True,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every unfinished run of ``sweep`` into ``out_dir`` and write the report (module docstring).
+
+    ``workers``: parallel runs (local backend; default: the sweep's ``workers``, else 1); each gets
+    ``cores // workers`` torch threads. ``backend``: ``local`` or ``ray``; ``address``: the Ray cluster
+    (``ray.init(address=...)``). Validation errors (unknown timestep type, missing images) are raised
+    before anything runs, so finished runs are never touched.
+    """
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray'; got {backend!r}")
+    workers = workers if workers is not None else (sweep.workers or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    validate(sweep)
+    out = Path(out_dir)
+    runs = _prepare(sweep, out)
+    todo = [(rid, d) for rid, d in runs if not (d / "result.json").is_file()]
+    skipped = [rid for rid, d in runs if (d / "result.json").is_file()]
+    t0 = time.perf_counter()
+    if progress:
+        print(f"sweep {sweep.name}: {len(runs)} runs, {len(skipped)} already done, {len(todo)} to run")
+    if backend == "local":
+        failed = _run_local(todo, workers, progress=progress)
+    else:
+        failed = _run_ray(todo, out, address=address, cpus_per_trial=cpus_per_trial or 1)
+    finished = [rid for rid, d in todo if (d / "result.json").is_file()]
+    for rid, _d in todo:
+        if rid not in finished and rid not in failed:
+            failed[rid] = "no result written"
+    res = SweepResult(out, skipped, finished, failed, time.perf_counter() - t0)
+    if report:
+        write_report(out)
+    return res
+
+
+def _run_local(todo: list[tuple[str, Path]], workers: int, *, progress: bool) -> dict[str, str]:
+    """Run each run in its own subprocess, ``workers`` at a time, threads = cores // workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, _cores() // workers)
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[k] = str(threads)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    failed: dict[str, str] = {}
+    procs: dict[str, subprocess.Popen] = {}
+
+    def one(item: tuple[str, Path]) -> None:
+        rid, d = item
+        with open(d / "worker.log", "w") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "noiselevels.runs.sweep", "--worker", str(d), str(threads)],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+            procs[rid] = p
+            rc = p.wait()
+        if rc != 0:
+            err = d / "error.json"
+            msg = json.loads(err.read_text())["error"] if err.is_file() else f"worker exited with status {rc}"
+            failed[rid] = msg
+            if progress:
+                print(f"  failed {rid}: {msg}", flush=True)
+        elif progress:
+            print(f"  done {rid}", flush=True)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        list(pool.map(one, todo))
+    except KeyboardInterrupt:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return failed
+
+
+def _run_ray(todo: list[tuple[str, Path]], out: Path, *, address: str | None, cpus_per_trial: int) -> dict:
+    """One Ray Tune trial per run; each trial calls :func:`run_one` (threads = ``cpus_per_trial``)."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError as e:
+        raise ValueError("--backend ray needs Ray Tune: pip install 'noiselevels[ray]'") from e
+    if not todo:
+        return {}
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"address": address} if address else {}
+        if not address and not os.environ.get("RAY_ADDRESS"):
+            kw["num_cpus"] = _cores()
+        ray.init(**kw, include_dashboard=False, log_to_driver=False)
+    dirs = {rid: str(d.resolve()) for rid, d in todo}
+
+    def trainable(config):
+        res = run_one(config["run_dir"], threads=cpus_per_trial)
+        return {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+        param_space={"run_dir": tune.grid_search(list(dirs.values()))},
+        run_config=tune.RunConfig(storage_path=str((out / "ray").resolve()), name="trials", verbose=0),
+        tune_config=tune.TuneConfig(reuse_actors=False),
+    )
+    grid = tuner.fit()
+    failed = {}
+    for r in grid:
+        if r.error is not None:
+            rid = Path(r.config["run_dir"]).name
+            failed[rid] = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else "trial failed"
+    return failed
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return math.nan, math.nan
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
+    return m, s
+
+
+def _pm(m: float, s: float = math.nan, digits: int = 2) -> str:
+    """``mean ± std``; just the mean when there is no spread to show (one seed)."""
+    if not math.isfinite(m):
+        return "–"
+    if not math.isfinite(s):
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def collect(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Results of a sweep folder: ``{"sweep": sweep.json, "base": base result or None,
+    "configs": {name: [results]}, "failed": {id: message}, "pending": [ids]}``."""
+    out = Path(out_dir)
+    meta_path = out / "sweep.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{out} is not a sweep folder (no sweep.json)")
+    meta = json.loads(meta_path.read_text())
+    base, configs, failed, pending = None, {name: [] for name in meta["configs"]}, {}, []
+    for rid in meta["runs"]:
+        d = out / "runs" / rid
+        if (d / "result.json").is_file():
+            r = json.loads((d / "result.json").read_text())
+            if r["kind"] == "base":
+                base = r
+            else:
+                configs.setdefault(r["config"], []).append(r)
+        elif (d / "error.json").is_file():
+            failed[rid] = json.loads((d / "error.json").read_text())["error"]
+        else:
+            pending.append(rid)
+    return {"sweep": meta, "base": base, "configs": configs, "failed": failed, "pending": pending}
+
+
+def summary_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration: mean ± std over seeds of fd_new, retention, train_seconds."""
+    base = data["base"] or {}
+    fd_other_base = base.get("fd_other")
+    rows = []
+    for name, rs in data["configs"].items():
+        ret = [r["fd_other"] - fd_other_base for r in rs if "fd_other" in r and fd_other_base is not None]
+        rows.append({
+            "config": name,
+            "n": len(rs),
+            "fd_new": _mean_std([r.get("fd_new") for r in rs]),
+            "retention": _mean_std(ret),
+            "fd_other": _mean_std([r.get("fd_other") for r in rs]),
+            "train_seconds": _mean_std([r.get("train_seconds") for r in rs]),
+        })  # fmt: skip
+    return rows
+
+
+def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
+    """Write ``report.md`` and ``report.html`` (and the plots) for the sweep folder ``out_dir``."""
+    out = Path(out_dir)
+    data = collect(out)
+    meta, base = data["sweep"], data["base"] or {}
+    rows = summary_rows(data)
+    figs = _plots(out, data) if plots else []
+    concept = meta["concept"]
+    what = f"MNIST class {concept['class']}" if "class" in concept else f"images in {concept.get('images')}"
+    lines = [
+        f"# Sweep report: {meta['name']}",
+        "",
+        f"Base model `{meta['base']}`, new concept: {what} ({concept.get('num_images', 'all')} images), "
+        f"seeds {', '.join(map(str, meta['seeds']))}.",
+        "",
+        "FD = Fréchet distance on the MNIST classifier's features (`noiselevels.runs.metrics`; lower is better): "
+        "**FD new** of the concept's samples against held-out real images of it; **retention** = "
+        "FD of the other classes after fine-tuning − the base model's (0 = no degradation, lower is "
+        "better); **train s** = fine-tuning wall time. Mean ± std over seeds (± only with two or more).",
+        "",
+        "| configuration | runs | FD new ↓ | retention ΔFD other ↓ | FD other | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    if base:
+        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan))} | 0 | "
+                     f"{_pm(base.get('fd_other', math.nan))} | – |")  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['n']} | {_pm(*r['fd_new'])} | {_pm(*r['retention'])} | "
+            f"{_pm(*r['fd_other'])} | {_pm(*r['train_seconds'], 1)} |"
+        )
+    ok = [r for r in rows if math.isfinite(r["fd_new"][0])]
+    if ok:
+        best = min(ok, key=lambda r: r["fd_new"][0])
+        lines += ["", f"Best for the new concept: **{best['config']}** (FD new {_pm(*best['fd_new'])})."]
+        okr = [r for r in ok if math.isfinite(r["retention"][0])]
+        if okr:
+            bestr = min(okr, key=lambda r: r["retention"][0])
+            lines.append(f"Best retention: **{bestr['config']}** (ΔFD other {_pm(*bestr['retention'])}).")
+        if max(r["n"] for r in ok) < 2:
+            lines += ["", "One seed per configuration, so no spread is known: add seeds (`seeds = [0, 1, 2]` "
+                      "in the sweep file) before trusting a ranking by a few FD points."]
+    if data["failed"] or data["pending"]:
+        lines += ["", "## Runs without a result", ""]
+        lines += [f"- `{rid}`: failed — {msg}" for rid, msg in data["failed"].items()]
+        lines += [f"- `{rid}`: not run yet (run the sweep again to resume)" for rid in data["pending"]]
+    if figs:
+        lines += ["", "## Plots", ""] + [f"![{cap}]({fn})\n\n{cap}\n" for fn, cap in figs]
+    md = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(md, meta["name"]))
+    return out / "report.md"
+
+
+def _html(md: str, title: str) -> str:
+    """A small Markdown → HTML conversion for the report's own constructs (headings, tables, images,
+    bold, code, lists, paragraphs)."""
+    import html
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+    body, table = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            head, *rest = table
+            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rest]
+            body.append("</table>")
+            table = []
+        if m := re.match(r"^(#+) (.*)", line):
+            n = len(m.group(1))
+            body.append(f"<h{n}>{inline(m.group(2))}</h{n}>")
+        elif m := re.match(r"^!\[(.*)\]\((.*)\)$", line):
+            body.append(f'<img src="{html.escape(m.group(2))}" alt="{html.escape(m.group(1))}">')
+        elif line.startswith("- "):
+            body.append(f"<li>{inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #999;padding:4px 8px}img{max-width:100%}"  # fmt: skip
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+
+def _plots(out: Path, data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """samples.png, effective_weightings.png, loss_profiles.png; returns (file, caption) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import torch
+    from safetensors.torch import load_file
+
+    from noiselevels.runs.images import make_grid, save_image
+
+    figs: list[tuple[str, str]] = []
+    meta = data["sweep"]
+    # samples side by side: one row per configuration (first seed with samples), base first
+    rows, names = [], []
+    ordered = [("base", [data["base"]] if data["base"] else []), *list(data["configs"].items())]
+    for name, rs in ordered:
+        for r in sorted(rs, key=lambda r: r["seed"]):
+            f = out / "runs" / r["id"] / "samples.safetensors"
+            if f.is_file():
+                rows.append(load_file(str(f))["samples"][:8])
+                names.append(name)
+                break
+    if rows:
+        n = min(len(r) for r in rows)
+        grid = make_grid(torch.cat([r[:n] for r in rows]), nrow=n)
+        save_image(grid, out / "samples_grid.png", nrow=1)
+        fig, ax = plt.subplots(figsize=(1.0 * n + 2.5, 1.0 * len(rows) + 0.5))
+        ax.imshow((grid.permute(1, 2, 0).squeeze(-1).numpy() + 1) / 2, cmap="gray", vmin=0, vmax=1)
+        h = grid.shape[1] / len(rows)
+        ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], names)
+        ax.set_xticks([])
+        ax.set_title("samples of the new concept (first seed)")
+        fig.tight_layout()
+        fig.savefig(out / "samples.png", dpi=100)
+        plt.close(fig)
+        figs.append(("samples.png", "Samples of the new concept, one row per configuration (first seed)."))
+    # effective weightings W(λ) = p(λ) w(λ), normalised to integrate to 1 over the window
+    from noiselevels.runs.finetune import load_base, resolve_noise
+
+    lam = torch.linspace(-12, 12, 481, dtype=torch.float64)
+    try:
+        base = load_base(meta["base"])
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, params in meta["configs"].items():
+            nc = resolve_noise(_noise_arg(params), base.noise)
+            w = nc.density.prob(lam) * nc.weighting(lam)
+            w = w / torch.trapezoid(w, lam)
+            ax.plot(lam.numpy(), w.numpy(), label=name, ls="--" if "+" in name else "-")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-5, None)
+        ax.set_xlabel("λ = log SNR  (noisy ← → clean)")
+        ax.set_ylabel("W(λ) = p(λ)·w(λ), normalised over [−12, 12]")
+        ax.legend(fontsize=8)
+        ax.set_title("effective weightings (ε-MSE units)")
+        fig.tight_layout()
+        fig.savefig(out / "effective_weightings.png", dpi=100)
+        plt.close(fig)
+        figs.append(("effective_weightings.png", "Effective weighting W(λ) of every configuration."))
+    except ValueError:
+        pass
+    # loss profiles: the ε-unit loss over λ of the fine-tunes, averaged over seeds
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drew = False
+    for name, rs in data["configs"].items():
+        profs = []
+        for r in rs:
+            f = out / "runs" / r["id"] / "loss_profile.json"
+            if f.is_file():
+                p = json.loads(f.read_text())
+                h = p["history"][-1] if p["history"] else None
+                if h:
+                    profs.append((p["centers"], h["mean"]))
+        if not profs:
+            continue
+        x = profs[0][0]
+        ys = [[v if v is not None else math.nan for v in y] for _, y in profs if len(y) == len(x)]
+        mean = [
+            (sum(v for v in col if math.isfinite(v)) / max(1, sum(math.isfinite(v) for v in col)))
+            if any(math.isfinite(v) for v in col) else math.nan
+            for col in zip(*ys)
+        ]  # fmt: skip
+        ax.plot(x, mean, label=name)
+        drew = True
+    if drew:
+        ax.set_yscale("log")
+        ax.set_xlabel("λ = log SNR")
+        ax.set_ylabel("ε-unit loss ‖ε̂ − ε‖²/D")
+        ax.legend(fontsize=8)
+        ax.set_title("fine-tuning loss profiles (mean over seeds)")
+        fig.tight_layout()
+        fig.savefig(out / "loss_profiles.png", dpi=100)
+        figs.append(("loss_profiles.png", "Fine-tuning loss over λ (ε units), mean over seeds."))
+    plt.close(fig)
+    return figs
+
+
+# ----------------------------------------------------------------------------------------------
+# the demo
+# ----------------------------------------------------------------------------------------------
+def run_demo(out_dir: str | os.PathLike = "runs/demo/timestep-types", *, workers: int | None = None) -> Path:
+    """``make demo``'s timestep-type study: run ``examples/sweeps/timestep-types-demo.toml`` (resuming
+    if ``out_dir`` holds a part of it) and return the path of its ``report.md``."""
+    if not DEMO_SWEEP.is_file():
+        raise ValueError(f"the demo sweep {DEMO_SWEEP} is missing (run from a source checkout)")
+    sweep = load_sweep(DEMO_SWEEP)
+    if workers is None:
+        workers = max(1, min(_cores(), 4))
+    run_sweep(sweep, out_dir, workers=workers)
+    return Path(out_dir) / "report.md"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--worker":
+        sys.exit(_worker_main(sys.argv[2:]))
+    print("usage: python -m noiselevels.runs.sweep --worker RUN_DIR THREADS (internal)", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,135 @@
+"""The spacing optimiser: beats karras (and the best named grid) on held-out noise for an exact problem,
+is deterministic for a generator, the KL bound criterion for stochastic solvers, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noiselevels.sampling.optimize import optimize_spacing, solve_error
+from noiselevels.sampling.spacings import spacing
+from noiselevels.sampling.toy import gaussian, mixture_2d
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+F64 = torch.float64
+SMIN, SMAX = 0.002, 80.0
+
+
+
+
+def _held_out(prob, n=256, seed=99):
+    x_t = torch.randn(n, *prob.shape, generator=torch.Generator().manual_seed(seed), dtype=F64) * SMAX
+    ref = prob.reference_solve(x_t, sigma_max=SMAX, sigma_min=SMIN)
+    return x_t, prob.denoiser(ref, SMIN)
+
+
+@pytest.mark.parametrize(("solver", "steps"), [("heun", 5), ("dpmpp_2m", 10)])
+def test_optimised_grid_beats_karras_and_named_grids_on_held_out_noise(solver, steps):
+    prob = mixture_2d()
+    res = optimize_spacing(
+        prob.denoiser, steps=steps, solver=solver, sigma_min=SMIN, sigma_max=SMAX, shape=prob.shape,
+        generator=torch.Generator().manual_seed(0), num_samples=128, iters=12,
+        reference=prob.reference_solve, return_info=True,
+    )
+    g = res.sigmas
+    assert g.shape == (steps + 1,) and g.dtype == F64 and g[-1] == 0 and g[0] == SMAX
+    assert (g[1:] < g[:-1]).all() and g[-2] >= SMIN
+    assert res.error_after < res.error_before and res.history == tuple(sorted(res.history, reverse=True))
+    x_t, target = _held_out(prob)
+    err = solve_error(prob.denoiser, g, x_t, target, solver=solver)
+    named = {n: solve_error(prob.denoiser, spacing(n).sigmas(steps, sigma_min=SMIN, sigma_max=SMAX), x_t,
+                            target, solver=solver) for n in ("karras", "exponential", "kl_optimal", "vp")}
+    assert err < 0.5 * named["karras"], (err, named)
+    assert err < min(named.values()), (err, named)
+
+
+def test_deterministic_for_a_generator_and_fixed_last_level():
+    prob = gaussian(3)
+    kw = dict(steps=6, solver="euler", sigma_min=0.01, sigma_max=20.0, shape=prob.shape, num_samples=32,
+              iters=3, reference=prob.reference_solve, optimize_last=False)
+    a = optimize_spacing(prob.denoiser, generator=torch.Generator().manual_seed(3), **kw)
+    b = optimize_spacing(prob.denoiser, generator=torch.Generator().manual_seed(3), **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert a[-2] == 0.01 and a[0] == 20.0
+
+
+def test_default_reference_is_an_adaptive_solve_and_init_grid_is_accepted():
+    prob = gaussian(2)
+    init = spacing("karras").sigmas(4, sigma_min=0.05, sigma_max=10.0)
+    res = optimize_spacing(prob.denoiser, steps=4, solver="heun", sigma_min=0.05, sigma_max=10.0,
+                           x0=prob.sample(8), init=init, num_samples=16, iters=2, return_info=True)
+    torch.testing.assert_close(res.init_sigmas, init)
+    assert res.error_after <= res.error_before and res.criterion == "solve_error"
+
+
+def test_klub_for_stochastic_solvers():
+    prob = mixture_2d()
+    x0 = prob.sample(64, torch.Generator().manual_seed(0))
+    res = optimize_spacing(prob.denoiser, steps=8, solver="euler_ancestral", sigma_min=SMIN, sigma_max=SMAX,
+                           x0=x0, generator=torch.Generator().manual_seed(1), iters=4, return_info=True)
+    assert res.criterion == "klub" and res.solver == "euler_ancestral"
+    assert res.sigmas[-2] == SMIN  # the bound's domain is not shrunk
+    assert res.error_after < res.error_before
+    assert res.sigmas.shape == (9,) and (res.sigmas[1:] < res.sigmas[:-1]).all()
+
+
+def test_trivial_step_counts():
+    prob = gaussian(2)
+    one = optimize_spacing(prob.denoiser, steps=1, sigma_min=0.1, sigma_max=10.0, shape=(2,), num_samples=4,
+                           reference=prob.reference_solve, optimize_last=False)
+    assert one.tolist() == [10.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"sigma_min": 80.0}, "sigma_min must be < sigma_max"),
+        ({"sigma_min": -1.0}, "sigma_min must be a finite number > 0"),
+        ({"shape": None}, "give x0"),
+        ({"solver": "euler_ancestral"}, "needs x0"),
+        ({"criterion": "fid"}, "unknown criterion"),
+        ({"solver": "rk4"}, "unknown solver"),
+        ({"init": [80.0, 1.0, 0.0]}, "steps \\+ 1 = 5 values"),
+        ({"init": "nope"}, "unknown spacing"),
+        ({"num_samples": 0}, "num_samples must be an integer >= 1"),
+    ],
+)
+def test_bad_input(kw, match):
+    args = dict(steps=4, solver="heun", sigma_min=0.01, sigma_max=10.0, shape=(2,), num_samples=4, iters=1)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        optimize_spacing(gaussian(2).denoiser, **args)
+
+
+def test_cli_spacing_optimize(capsys):
+    from noiselevels.cli import main
+
+    rc = main(["spacing", "optimize", "--problem", "gaussian", "--steps", "4", "--solver", "euler",
+               "--iters", "2", "--num-samples", "16", "--format", "json"])
+    assert rc == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == 4 and out["sigmas"][0] == 80.0 and out["sigmas"][-1] == 0.0
+    assert out["spacing"]["name"] == "custom"
+    assert main(["spacing", "optimize", "--problem", "nope", "--steps", "4"]) == 2
+    assert "unknown problem 'nope'" in capsys.readouterr().err
+
+
+def test_float32_network_through_as_denoiser():
+    from noiselevels.sampling.denoiser import as_denoiser
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.SiLU(), torch.nn.Linear(32, 8))
+
+    def model(inp, logsnr):
+        return net(torch.cat([inp, logsnr[:, None] / 10], 1))
+
+    den = as_denoiser(model, process="vp", parameterization="v")
+    with torch.no_grad():
+        res = optimize_spacing(den, steps=5, solver="dpmpp_2m", sigma_min=0.01, sigma_max=20.0, shape=(8,),
+                               dtype=torch.float32, num_samples=16, iters=2,
+                               generator=torch.Generator().manual_seed(0), return_info=True)
+    assert res.sigmas.dtype == F64 and res.error_after <= res.error_before
