@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -x
 
 # the timestep-type study (fine-tuning sweep, a few minutes); demo-train: train + sample + evaluate (~10 min)
@@ -29,6 +30,7 @@ demo-train: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs/demo
