@@ -187,3 +187,122 @@ def test_progress_bar_and_solver_instance(capsys):
     assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="given with a Solver instance"):
         solve(_nonlinear_denoiser, x, sigmas=_karras(4), solver=solver("heun"), s_churn=1.0)
+
+
+# --- one grid per row: sigmas of shape (B, N+1), per-row generators -------------------------------------
+
+_ALL_SOLVERS = [
+    ("euler", {}),
+    ("heun", {}),
+    ("dpmpp_2m", {}),
+    ("lms", {}),
+    ("lms", {"order": 2}),
+    ("euler_ancestral", {"eta": 1.0}),
+    ("euler_ancestral", {"eta": 0.0}),
+    ("edm_stochastic", {}),
+    ("heun", {"s_churn": 10.0}),
+    ("dpmpp_2m_sde", {"eta": 1.0}),
+]
+
+
+def _gens(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def _row_grids(end_at_zero=True):
+    grids = [_karras(9), _karras(9, 0.03, 14.6, 3.0), _karras(9, 0.01, 30.0, 5.0)]
+    return torch.stack([g if end_at_zero else g[:-1] for g in grids])
+
+
+def test_every_solver_is_registered_in_the_per_row_tests():
+    assert {name for name, _ in _ALL_SOLVERS} == set(SOLVERS.names())
+
+
+@pytest.mark.parametrize(("name", "opts"), _ALL_SOLVERS)
+@pytest.mark.parametrize("end_at_zero", [True, False])
+def test_identical_rows_equal_the_shared_grid(name, opts, end_at_zero):
+    sig = _karras(9) if end_at_zero else _karras(9)[:-1]
+    x = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 80
+    shared = solve(_nonlinear_denoiser, x, sigmas=sig, solver=name,
+                   generator=torch.Generator().manual_seed(6), **opts)
+    rows = solve(_nonlinear_denoiser, x, sigmas=sig.expand(3, -1), solver=name,
+                 generator=torch.Generator().manual_seed(6), **opts)
+    assert_close(rows, shared, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "opts"), _ALL_SOLVERS)
+@pytest.mark.parametrize("end_at_zero", [True, False])
+def test_different_rows_equal_each_row_solved_alone(name, opts, end_at_zero):
+    grids = _row_grids(end_at_zero)
+    x = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x = x * grids[:, :1, None]
+    seen = []
+
+    def den(x, sigma):
+        seen.append(sigma)
+        return _nonlinear_denoiser(x, sigma)
+
+    batch = solve(den, x, sigmas=grids, solver=name, generator=_gens([11, 12, 13]), **opts)
+    assert seen and all(s.shape == (3,) and s.dtype == torch.float64 for s in seen)
+    if getattr(solver(name, **opts), "s_churn", 0.0) == 0:  # churn raises the first σ to σ̂
+        assert_close(seen[0], grids[:, 0], rtol=0, atol=0)
+    for b in range(3):
+        alone = solve(_nonlinear_denoiser, x[b:b + 1], sigmas=grids[b], solver=name,
+                      generator=torch.Generator().manual_seed(11 + b), **opts)
+        assert_close(batch[b:b + 1], alone, rtol=0, atol=1e-12)
+
+
+_NOISY = [
+    ("euler_ancestral", {"eta": 1.0}),
+    ("edm_stochastic", {}),
+    ("heun", {"s_churn": 10.0}),
+    ("dpmpp_2m_sde", {"eta": 1.0}),
+]
+
+
+@pytest.mark.parametrize(("name", "opts"), _NOISY)
+def test_per_row_generators_make_a_row_independent_of_its_batch(name, opts):
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 80
+    sig = _karras(8)
+    batch = solve(_nonlinear_denoiser, x, sigmas=sig, solver=name, generator=_gens([5, 6, 7, 8]), **opts)
+    for b in range(4):
+        alone = solve(_nonlinear_denoiser, x[b:b + 1], sigmas=sig, solver=name,
+                      generator=torch.Generator().manual_seed(5 + b), **opts)
+        assert_close(batch[b:b + 1], alone, rtol=0, atol=0)
+    # another batch around row 0 does not change it
+    other = solve(_nonlinear_denoiser, x[[0, 3]], sigmas=sig, solver=name, generator=_gens([5, 99]), **opts)
+    assert_close(other[0], batch[0], rtol=0, atol=0)
+    assert not torch.equal(other[1], batch[3])  # row 1 of ``other`` has another generator
+
+
+def test_per_row_callback_reports_row_sigmas():
+    seen = []
+    grids = _row_grids()
+    solve(lambda x, s: x * 0, torch.ones(3, 2), sigmas=grids, solver="euler", callback=seen.append)
+    assert [d["i"] for d in seen] == list(range(9))
+    assert_close(seen[2]["sigma"], grids[:, 2], rtol=0, atol=0)
+
+
+def test_per_row_float32_data_keeps_its_dtype():
+    grids = _row_grids().to(torch.float32)
+    out = solve(_nonlinear_denoiser, torch.randn(3, 5), sigmas=grids, solver="heun")
+    assert out.dtype == torch.float32 and out.shape == (3, 5) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sigmas": torch.ones(3, 3)}, r"\(B, N\+1\) grid per row with B = 2"),
+        ({"sigmas": torch.ones(2, 1)}, r"\(B, N\+1\) grid per row"),
+        ({"sigmas": torch.ones(2, 2, 2)}, r"got shape \(2, 2, 2\)"),
+        ({"sigmas": torch.tensor([[2.0, 1.0], [1.0, 2.0]])}, "strictly decreasing"),
+        ({"sigmas": torch.tensor([[2.0, 0.0], [2.0, 1.0]])}, "every row of sigmas ends in 0 or none"),
+        ({"sigmas": [2.0, 0.0], "solver": "euler_ancestral", "generator": _gens([1])},
+         "one per row of x needs 2"),
+        ({"sigmas": [2.0, 0.0], "solver": "euler_ancestral", "generator": [1, 2]}, "sequence of them"),
+        ({"sigmas": [2.0, 0.0], "solver": "euler_ancestral", "generator": 3}, "got int"),
+    ],
+)
+def test_bad_per_row_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        solve(lambda x, s: x, torch.ones(2, 2), **kwargs)
