@@ -46,6 +46,7 @@ from noiselevels.runs.checkpoint import latest_checkpoint
 from noiselevels.runs.data import load_dataset
 from noiselevels.runs.evaluate import sample_quality
 from noiselevels.runs.train import TrainConfig, generate, load_run, train
+from noiselevels.sampling.spacings import spacing
 
 SPACINGS = ("schedule", "karras", "exponential")
 SPACING_PARAMS = {"schedule": {}, "karras": {"rho": 7.0}, "exponential": {}}
@@ -97,8 +98,6 @@ def global_sigmas(sched: sp.TightSchedule, steps: int, name: str) -> torch.Tenso
         t = torch.linspace(1.0, 0.0, steps, dtype=torch.float64)
         sig = torch.exp(-0.5 * sched.logsnr(t))
         return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
-    from noiselevels.sampling.spacings import spacing
-
     return torch.as_tensor(
         spacing(name, **SPACING_PARAMS[name]).sigmas(
             steps, sigma_min=math.exp(-0.5 * hi), sigma_max=math.exp(-0.5 * lo)
@@ -107,7 +106,7 @@ def global_sigmas(sched: sp.TightSchedule, steps: int, name: str) -> torch.Tenso
     )
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=64)
@@ -116,7 +115,87 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/bench_spectral")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--quick", action="store_true", help="spacings schedule + karras only")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def sample(run, name: str, g: sp.TightSchedule, nfe: int, spc: str, num: int) -> torch.Tensor:
+    """``num`` dpmpp_2m samples of one run: the global run on the global range, the instance run on
+    each instance's own range (``spectral=run.spectral``)."""
+    common = {"num": num, "solver": "dpmpp_2m", "seed": 0, "batch_size": 250}
+    if name == "global":
+        return generate(run.model, run.noise, (1, 28, 28), sigmas=global_sigmas(g, nfe, spc), **common)
+    return generate(
+        run.model,
+        run.noise,
+        (1, 28, 28),
+        steps=nfe,
+        spacing=spc,
+        spacing_params=SPACING_PARAMS[spc],
+        spectral=run.spectral,
+        **common,
+    )
+
+
+def evaluate_all(args, runs: Path, g: sp.TightSchedule, spacings, ref: torch.Tensor) -> list[dict]:
+    """FD and KID of every run × NFE × spacing."""
+    results: list[dict] = []
+    for name in ("global", "instance"):
+        run = load_run(runs / name)
+        for nfe in args.nfe:
+            for spc in spacings:
+                t1 = time.perf_counter()
+                x = sample(run, name, g, nfe, spc, args.num)
+                q = sample_quality(x, ref, seed=0)
+                rec = {
+                    "run": name,
+                    "nfe": nfe,
+                    "spacing": spc,
+                    "fd": q["fd"],
+                    "kid": q["kid"],
+                    "seconds": time.perf_counter() - t1,
+                }
+                results.append(rec)
+                print(f"  {name:8s} NFE {nfe:3d} {spc:12s} FD {q['fd']:8.3f}  KID {q['kid']:.4f}", flush=True)
+    return results
+
+
+def best_per_nfe(results: list[dict], nfes) -> tuple[dict, dict]:
+    """The best spacing (lowest FD) per run and NFE, and instance's FD change against global per NFE."""
+    best = {}
+    for name in ("global", "instance"):
+        for nfe in nfes:
+            rs = [r for r in results if r["run"] == name and r["nfe"] == nfe]
+            b = min(rs, key=lambda r: r["fd"])
+            best[f"{name}/{nfe}"] = {"spacing": b["spacing"], "fd": b["fd"]}
+    rel = {nfe: best[f"instance/{nfe}"]["fd"] / best[f"global/{nfe}"]["fd"] - 1.0 for nfe in nfes}
+    return best, rel
+
+
+def markdown(args, out: dict, best: dict, rel: dict, results: list[dict]) -> list[str]:
+    lines = [
+        "# Per-instance (spectral) vs global tight schedule on MNIST",
+        "",
+        f"Command: `{out['command']}`  ",
+        f"Training: {args.steps} steps × batch {args.batch}, same UNet/objective/seed; sampling: dpmpp_2m, "
+        f"{args.num} samples, Fréchet distance on the project's MNIST classifier features vs 500 val images.",
+        "",
+        "| NFE | global: best spacing | global FD | instance: best spacing | instance FD | change |",
+        "|---:|---|---:|---|---:|---:|",
+    ]
+    for nfe in args.nfe:
+        bg, bi = best[f"global/{nfe}"], best[f"instance/{nfe}"]
+        lines.append(
+            f"| {nfe} | {bg['spacing']} | {bg['fd']:.3f} | {bi['spacing']} | {bi['fd']:.3f} | "
+            f"{100 * rel[nfe]:+.1f} % |"
+        )
+    lines += ["", "All runs:", "", "| run | NFE | spacing | FD | KID |", "|---|---:|---|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['run']} | {r['nfe']} | {r['spacing']} | {r['fd']:.3f} | {r['kid']:.4f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     spacings = SPACINGS[:2] if args.quick else SPACINGS
 
@@ -135,57 +214,8 @@ def main(argv=None) -> int:
         timing[name] = ensure_run(config(args, global_schedule=sched), runs / name, args.steps)
         print(f"  {name}: {timing[name]}", flush=True)
 
-    ref = val.data
-    results: list[dict] = []
-    for name in ("global", "instance"):
-        run = load_run(runs / name)
-        for nfe in args.nfe:
-            for spc in spacings:
-                t1 = time.perf_counter()
-                if name == "global":
-                    x = generate(
-                        run.model,
-                        run.noise,
-                        (1, 28, 28),
-                        num=args.num,
-                        sigmas=global_sigmas(g, nfe, spc),
-                        solver="dpmpp_2m",
-                        seed=0,
-                        batch_size=250,
-                    )
-                else:
-                    x = generate(
-                        run.model,
-                        run.noise,
-                        (1, 28, 28),
-                        num=args.num,
-                        steps=nfe,
-                        spacing=spc,
-                        spacing_params=SPACING_PARAMS[spc],
-                        solver="dpmpp_2m",
-                        seed=0,
-                        batch_size=250,
-                        spectral=run.spectral,
-                    )
-                q = sample_quality(x, ref, seed=0)
-                rec = {
-                    "run": name,
-                    "nfe": nfe,
-                    "spacing": spc,
-                    "fd": q["fd"],
-                    "kid": q["kid"],
-                    "seconds": time.perf_counter() - t1,
-                }
-                results.append(rec)
-                print(f"  {name:8s} NFE {nfe:3d} {spc:12s} FD {q['fd']:8.3f}  KID {q['kid']:.4f}", flush=True)
-
-    best = {}
-    for name in ("global", "instance"):
-        for nfe in args.nfe:
-            rs = [r for r in results if r["run"] == name and r["nfe"] == nfe]
-            b = min(rs, key=lambda r: r["fd"])
-            best[f"{name}/{nfe}"] = {"spacing": b["spacing"], "fd": b["fd"]}
-    rel = {nfe: best[f"instance/{nfe}"]["fd"] / best[f"global/{nfe}"]["fd"] - 1.0 for nfe in args.nfe}
+    results = evaluate_all(args, runs, g, spacings, val.data)
+    best, rel = best_per_nfe(results, args.nfe)
     out = {
         "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
         "machine": {
@@ -211,25 +241,7 @@ def main(argv=None) -> int:
     od = Path(args.out)
     od.mkdir(parents=True, exist_ok=True)
     (od / "spectral.json").write_text(json.dumps(out, indent=1))
-    lines = [
-        "# Per-instance (spectral) vs global tight schedule on MNIST",
-        "",
-        f"Command: `{out['command']}`  ",
-        f"Training: {args.steps} steps × batch {args.batch}, same UNet/objective/seed; sampling: dpmpp_2m, "
-        f"{args.num} samples, Fréchet distance on the project's MNIST classifier features vs 500 val images.",
-        "",
-        "| NFE | global: best spacing | global FD | instance: best spacing | instance FD | change |",
-        "|---:|---|---:|---|---:|---:|",
-    ]
-    for nfe in args.nfe:
-        bg, bi = best[f"global/{nfe}"], best[f"instance/{nfe}"]
-        lines.append(
-            f"| {nfe} | {bg['spacing']} | {bg['fd']:.3f} | {bi['spacing']} | {bi['fd']:.3f} | "
-            f"{100 * rel[nfe]:+.1f} % |"
-        )
-    lines += ["", "All runs:", "", "| run | NFE | spacing | FD | KID |", "|---|---:|---|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r['run']} | {r['nfe']} | {r['spacing']} | {r['fd']:.3f} | {r['kid']:.4f} |")
+    lines = markdown(args, out, best, rel, results)
     (od / "spectral.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

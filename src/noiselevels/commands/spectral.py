@@ -10,6 +10,9 @@ embedded data set name (mnist, digits, brightness).
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -44,16 +47,13 @@ def register(subparsers) -> None:
 
 
 def _load(args):
-    from pathlib import Path
-
     import torch
 
-    from noiselevels.runs.data import load_dataset
+    from noiselevels.runs.data import list_datasets, load_dataset
+    from noiselevels.runs.images import load_image
 
     src = Path(args.source)
     if src.is_file():
-        from noiselevels.runs.images import load_image
-
         x = load_image(src, size=args.size, channels=args.channels)
         x = x[None] if x.ndim == 3 else x
         return x.to(torch.float64), None, None
@@ -66,8 +66,6 @@ def _load(args):
             num_images=args.num_images,
         )
     else:
-        from noiselevels.runs.data import list_datasets
-
         if args.source not in list_datasets():
             names = ", ".join(n for n in list_datasets() if ":" not in n)
             raise ValueError(
@@ -83,10 +81,6 @@ def _load(args):
 
 
 def run(args) -> int:
-    import json
-    import math
-    from pathlib import Path
-
     import torch
 
     from noiselevels import spectral as sp
@@ -99,13 +93,35 @@ def run(args) -> int:
     freqs, power = sp.rapsd(x)
     lo, hi = sp.bounds_from_power(freqs, power, **opts)
     summary = sp.summarize(lo, hi, labels, class_names=class_names)
-    finite = bool(torch.isfinite(hi).all())
     sched = None
-    if finite:
+    if bool(torch.isfinite(hi).all()):
         sched = sp.global_tight_schedule(x, kind=args.kind, mix=args.mix, **opts)
+    _print_summary(args, x.shape, summary, sched)
+    if args.json:
+        out = {
+            "source": args.source,
+            "shape": list(x.shape[1:]),
+            "options": {**opts, "kind": args.kind, "mix": args.mix},
+            "summary": summary,
+            "images": _image_records(lo, hi, labels),
+            "global_tight_schedule": None if sched is None else sched.to_dict(),
+            "rapsd_mean": {"freqs": freqs.tolist(), "power": power.mean(0).tolist()},
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        _plot(args, summary, hi, freqs, power)
+    return 0
+
+
+def _print_summary(args, shape, summary, sched) -> None:
+    """The bounds' quantiles (overall, per class) and the global tight schedule at five t."""
+    import torch
 
     a = summary["all"]
-    print(f"{x.shape[0]} image(s) of shape {tuple(x.shape[1:])} from {args.source}")
+    floor = not args.no_quantisation_floor
+    print(f"{shape[0]} image(s) of shape {tuple(shape[1:])} from {args.source}")
     print(f"options: τ_lo={args.tau_lo:g}, τ_hi={args.tau_hi:g}, dc={args.dc}, quantisation floor={floor}")
     for key in ("logsnr_min", "logsnr_max"):
         s = a[key]
@@ -127,38 +143,35 @@ def run(args) -> int:
         vals = ", ".join(f"{v:+.2f}" for v in sched.logsnr(t).tolist())
         print(f"  global tight schedule ({args.kind}) λ at t = 0, ¼, ½, ¾, 1: {vals}")
 
-    if args.json:
-        out = {
-            "source": args.source,
-            "shape": list(x.shape[1:]),
-            "options": {**opts, "kind": args.kind, "mix": args.mix},
-            "summary": summary,
-            "images": [
-                {
-                    "index": i,
-                    **({"label": int(labels[i])} if labels is not None else {}),
-                    "logsnr_min": float(lo[i]),
-                    "logsnr_max": float(hi[i]) if math.isfinite(float(hi[i])) else None,
-                }
-                for i in range(x.shape[0])
-            ],
-            "global_tight_schedule": None if sched is None else sched.to_dict(),
-            "rapsd_mean": {"freqs": freqs.tolist(), "power": power.mean(0).tolist()},
+
+def _image_records(lo, hi, labels) -> list[dict]:
+    """One JSON record per image: index, label (if any), λ_min and λ_max (None where infinite)."""
+    return [
+        {
+            "index": i,
+            **({"label": int(labels[i])} if labels is not None else {}),
+            "logsnr_min": float(lo[i]),
+            "logsnr_max": float(hi[i]) if math.isfinite(float(hi[i])) else None,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json}")
-    if args.plot:
-        med_lo = a["logsnr_min"]["quantiles"]["0.5"]
-        hi_f = hi[torch.isfinite(hi)]
-        levels = [med_lo, 0.0] + ([float(hi_f.median())] if hi_f.numel() else [])
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        sp.plot_rapsd(
-            freqs,
-            power,
-            args.plot,
-            logsnrs=levels,
-            title=f"RAPSD of {args.source} vs the noise power e^(−λ) at median λ_min, 0, median λ_max",
-        )
-        print(f"wrote {args.plot}")
-    return 0
+        for i in range(lo.shape[0])
+    ]
+
+
+def _plot(args, summary, hi, freqs, power) -> None:
+    """RAPSD curves against the noise power at the median λ_min, 0 and the median finite λ_max."""
+    import torch
+
+    from noiselevels.plots.spectral import plot_rapsd
+
+    med_lo = summary["all"]["logsnr_min"]["quantiles"]["0.5"]
+    hi_f = hi[torch.isfinite(hi)]
+    levels = [med_lo, 0.0] + ([float(hi_f.median())] if hi_f.numel() else [])
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    plot_rapsd(
+        freqs,
+        power,
+        args.plot,
+        logsnrs=levels,
+        title=f"RAPSD of {args.source} vs the noise power e^(−λ) at median λ_min, 0, median λ_max",
+    )
+    print(f"wrote {args.plot}")
