@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from noiselevels.components import Density, Weighting, check_finite
-from noiselevels.levels import logsnr_from_sigma, to_tensor
+from noiselevels.levels import flow_t, logsnr_from_sigma, to_tensor
 
 __all__ = [
     "BANDS",
@@ -68,6 +68,11 @@ def logsnr_grid(
     if not isinstance(n, int) or isinstance(n, bool) or n < 3:
         raise ValueError(f"n (grid points) must be an integer >= 3; got {n!r}")
     return torch.linspace(lo, hi, n, dtype=torch.float64)
+
+
+def _flow_t(lam: float) -> float:
+    """The flow t = sigmoid(−λ/2) of one λ, for the text summaries."""
+    return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))
 
 
 def _trapz_cum(y: Tensor, x: Tensor) -> Tensor:
@@ -176,11 +181,7 @@ class Summary:
         return dataclasses.asdict(self)
 
     def lines(self) -> list[str]:
-        from noiselevels.levels import flow_t
-
-        def t(lam: float) -> float:
-            return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))
-
+        t = _flow_t
         lo, hi = self.interval
         dlo, dhi = self.density_interval
         return [
@@ -375,11 +376,7 @@ class Comparison:
         return "very different: most of one's weight is where the other has little"
 
     def lines(self, name_a: str = "A", name_b: str = "B") -> list[str]:
-        from noiselevels.levels import flow_t
-
-        def t(lam: float) -> float:
-            return float(flow_t(logsnr=torch.tensor(lam, dtype=torch.float64)))
-
+        t = _flow_t
         out = [
             f"verdict: {self.verdict()}",
             f"total-variation distance of the normalised weightings: {self.tv:.3f} "

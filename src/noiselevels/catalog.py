@@ -15,14 +15,19 @@ from __future__ import annotations
 from typing import Any
 
 import noiselevels.parameterizations
-import noiselevels.presets
 import noiselevels.sampling.solvers
 import noiselevels.sampling.spacings
-import noiselevels.schedules
+import noiselevels.schedules.continuous
+import noiselevels.schedules.ddpm
+import noiselevels.schedules.transforms
 import noiselevels.spectral
 import noiselevels.training.adaptive
-import noiselevels.training.densities
+import noiselevels.training.densities.base
+import noiselevels.training.densities.combinators
+import noiselevels.training.densities.flow_time
+import noiselevels.training.densities.logsnr
 import noiselevels.training.objective
+import noiselevels.training.tool_weightings
 import noiselevels.training.weightings  # noqa: F401  (registers weightings)
 from noiselevels.components import _KINDS, Registry
 

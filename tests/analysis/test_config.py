@@ -1,4 +1,8 @@
-"""The [noise] TOML section: parsing, presets + overrides, round trips, errors, --set overrides."""
+"""The [noise] TOML section: parsing, presets + overrides, round trips, errors, --set overrides.
+
+``noiselevels.config.noise_config`` resolves a table's ``preset``; ``NoiseConfig.from_dict``
+(``noiselevels.noise``, one layer below the presets) reads tables without one, or fully resolved ones.
+"""
 
 import math
 from pathlib import Path
@@ -7,7 +11,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from noiselevels.config import NoiseConfig, apply_overrides, load_config, parse_value, read_toml
+from noiselevels import noise
+from noiselevels.config import (
+    NoiseConfig,
+    apply_overrides,
+    load_config,
+    noise_config,
+    parse_value,
+    read_toml,
+)
 from noiselevels.presets import preset
 from noiselevels.schedules import schedule, shift, zero_terminal_snr
 from noiselevels.training.densities import density
@@ -61,7 +73,7 @@ def test_defaults_and_names():
 
 
 def test_preset_then_explicit_keys_override():
-    cfg = NoiseConfig.from_dict(
+    cfg = noise_config(
         {
             "preset": "kohya:sigmoid",
             "preset_params": {"sigmoid_scale": 1.5},
@@ -72,7 +84,7 @@ def test_preset_then_explicit_keys_override():
     assert cfg.density == density("logit_normal", mean=0.0, std=1.5)
     assert cfg.weighting == weighting("constant")
     assert cfg.process == "flow"
-    same = NoiseConfig.from_dict({"preset": "kohya:sigmoid", "preset_params": {"sigmoid_scale": 1.5}})
+    same = noise_config({"preset": "kohya:sigmoid", "preset_params": {"sigmoid_scale": 1.5}})
     assert same == preset("kohya:sigmoid", sigmoid_scale=1.5)
 
 
@@ -120,7 +132,7 @@ def test_units_schedule_transforms_and_nested_components():
     [
         (
             {"process": "vp", "density": "logit_normal", "gamma": 5},
-            r"unknown key 'gamma' in \[noise\]; valid keys:",
+            r"unknown key\(s\) 'gamma' in \[noise\]; valid keys:",
         ),
         ({"process": "vq", "density": "logit_normal"}, "unknown process 'vq'"),
         (
@@ -129,7 +141,8 @@ def test_units_schedule_transforms_and_nested_components():
         ),
         (
             {"process": "vp", "density": {"name": "logit_normal", "stdd": 1}},
-            "unknown key 'stdd' for density 'logit_normal'; valid keys: mean, std, truncate",
+            r"unknown key\(s\) 'stdd' in noise\.density \(density 'logit_normal'\); "
+            "valid keys: mean, std, truncate",
         ),
         ({"process": "vp", "density": {"name": "logit_norm"}}, "unknown density 'logit_norm'; valid names"),
         ({"process": "vp", "density": {"mean": 0.0}}, "needs a 'name' key"),
@@ -149,7 +162,31 @@ def test_units_schedule_transforms_and_nested_components():
 )
 def test_errors(noise, match):
     with pytest.raises(ValueError, match=match):
-        NoiseConfig.from_dict(noise)
+        noise_config(noise)
+    if "preset" not in noise:  # the same checks without the preset layer
+        with pytest.raises(ValueError, match=match):
+            NoiseConfig.from_dict(noise)
+
+
+def test_from_dict_leaves_presets_to_noise_config():
+    table = {"preset": "kohya:sigmoid", "preset_params": {"sigmoid_scale": 1.5}}
+    with pytest.raises(
+        ValueError, match=r"preset 'kohya:sigmoid': resolve it with noiselevels\.config\.noise_config"
+    ):
+        NoiseConfig.from_dict(table)
+    with pytest.raises(ValueError, match=r"resolve it with noiselevels\.config\.noise_config"):
+        NoiseConfig.from_dict({"preset": "kohya:sigmoid", "weighting": "constant"})
+    # a fully resolved table (to_dict's) only carries the preset as a label: no preset is built
+    cfg = preset("kohya:sigmoid", sigmoid_scale=1.5)
+    again = NoiseConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.preset == "kohya:sigmoid"
+    resolved = noise_config(cfg.to_dict())
+    assert resolved == cfg and resolved.description == cfg.description
+    # the dataclass and the table reader live in noiselevels.noise; config re-exports them
+    assert NoiseConfig is noise.NoiseConfig
+    assert noise_config({"process": "flow", "density": "logit_normal"}) == NoiseConfig.from_dict(
+        {"process": "flow", "density": "logit_normal"}
+    )
 
 
 def test_load_config_errors(tmp_path):
@@ -163,7 +200,7 @@ def test_load_config_errors(tmp_path):
         load_config(empty)
     typo = tmp_path / "typo.toml"
     typo.write_text('[noise]\nprocess = "flow"\ndensity = "logit_normal"\nweigting = "constant"\n')
-    with pytest.raises(ValueError, match=r"typo\.toml: unknown key 'weigting'"):
+    with pytest.raises(ValueError, match=r"typo\.toml: unknown key\(s\) 'weigting'"):
         load_config(typo)
     with pytest.raises(OSError):
         load_config(tmp_path / "missing.toml")

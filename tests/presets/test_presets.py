@@ -6,18 +6,28 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+import noiselevels.presets as presets_pkg
+from noiselevels import catalog
 from noiselevels.analysis import compare
 from noiselevels.config import NoiseConfig
 from noiselevels.levels import flow_t
 from noiselevels.presets import (
     PRESETS,
+    TOOLS,
     AiToolkitWeighted,
     KohyaWeighting,
+    ai_toolkit,
     describe_preset,
+    diffusers,
+    kohya,
     list_presets,
+    onetrainer,
     preset,
+    qualified_name,
+    simpletuner,
 )
 from noiselevels.schedules import flux_mu
+from noiselevels.training import tool_weightings
 from noiselevels.training.densities import density
 
 LAM = torch.linspace(-9.0, 9.0, 361, dtype=torch.float64)
@@ -301,3 +311,23 @@ def test_onetrainer_distributions():
     assert_close(p2, FLOW_F / (1 + SNR))
     with pytest.raises(ValueError, match="unknown loss_weight_fn 'SIGMA'"):
         preset("onetrainer:uniform", loss_weight_fn="SIGMA")
+
+
+def test_one_module_per_tool_and_registered_tool_weightings():
+    modules = {"ai-toolkit": ai_toolkit, "kohya": kohya, "diffusers": diffusers}
+    modules |= {"onetrainer": onetrainer, "simpletuner": simpletuner}
+    assert set(modules) == set(TOOLS)
+    for tool, module in modules.items():
+        assert module.TABLE.tool == tool
+        assert set(module.TABLE.entries) == set(list_presets(tool))
+        assert module.__doc__ and "Options mapped" in module.__doc__
+    assert len(PRESETS) == sum(len(m.TABLE.entries) for m in modules.values())
+    # the tools' own weightings are registered components (catalog), re-exported by the presets
+    assert presets_pkg.AiToolkitWeighted is tool_weightings.AiToolkitWeighted
+    assert presets_pkg.KohyaWeighting is tool_weightings.KohyaWeighting
+    assert catalog.registry("weighting").get("ai_toolkit_weighted") is AiToolkitWeighted
+    assert catalog.registry("weighting").get("kohya") is KohyaWeighting
+    w = KohyaWeighting(min_snr_gamma=5.0, v_prediction=True)
+    assert catalog.from_dict(w.to_dict()) == w
+    assert qualified_name("sigmoid") == "ai-toolkit:sigmoid"
+    assert qualified_name("kohya:sigmoid") == "kohya:sigmoid"
