@@ -585,7 +585,7 @@ def finetune(
 
 def _save(res: FinetuneResult, out: Path, *, profile, extra, **hp) -> Path:
     from noiselevels.runs.checkpoint import write_json_atomic
-    from noiselevels.runs.train import _nan_to_none
+    from noiselevels.runs.profile import nan_to_none as _nan_to_none
 
     out.mkdir(parents=True, exist_ok=True)
     res.model.save_pretrained(str(out / "adapter"))
