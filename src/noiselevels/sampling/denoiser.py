@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from noiselevels.levels import alpha_sigma, broadcast, check_process
+from noiselevels.parameterizations import parameterization as make_param
 
 __all__ = ["ModelDenoiser", "as_denoiser"]
 
@@ -47,8 +48,6 @@ class ModelDenoiser:
         uncond: Mapping[str, Any] | None = None,
         cond: Mapping[str, Any] | None = None,
     ):
-        from noiselevels.parameterizations import parameterization as make_param
-
         self.model = model
         self.process = check_process(process)
         self.param = make_param(parameterization)

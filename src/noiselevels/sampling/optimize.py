@@ -54,6 +54,8 @@ import torch
 from torch import Tensor
 
 from noiselevels.sampling.solvers import SOLVERS, Solver, solve
+from noiselevels.sampling.spacings import spacing
+from noiselevels.sampling.toy import ode_solve
 
 __all__ = ["DEFAULT_INITS", "SpacingResult", "optimize_spacing", "solve_error"]
 
@@ -111,8 +113,6 @@ def _check_range(sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
 
 def _initial_grid(init: Any, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
     if isinstance(init, str):
-        from noiselevels.sampling.spacings import spacing
-
         grid = spacing(init).sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max)
     else:
         grid = torch.as_tensor(init, dtype=torch.float64).clone()
@@ -150,8 +150,6 @@ def solve_error(
 
 
 def _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, rtol):
-    from noiselevels.sampling.toy import ode_solve
-
     with torch.no_grad():
         if reference is None:
             x_min = ode_solve(denoiser, x_T, sigma_max=sigma_max, sigma_min=sigma_min, rtol=rtol, atol=rtol)
@@ -247,16 +245,47 @@ def optimize_spacing(
         float64 tensor (steps + 1,), decreasing, trailing 0 — or a ``SpacingResult``.
     """
     t_start = time.perf_counter()
+    steps, sigma_min, sigma_max, num_samples, iters = _check_numbers(steps, sigma_min, sigma_max, num_samples,
+                                                                     iters, tol)
+    method = solver if isinstance(solver, Solver) else SOLVERS.create(solver)
+    criterion = _resolve_criterion(criterion, method, x0, shape)
+    candidates = _candidate_grids(init, steps, sigma_min, sigma_max)
+    evaluate = _criterion_function(
+        denoiser, criterion, method, steps, sigma_min, sigma_max, x0=x0, shape=shape, generator=generator,
+        num_samples=num_samples, reference=reference, reference_rtol=reference_rtol, dtype=dtype,
+    )
+    error_before, init_grid = min(((evaluate(g[:-1].tolist()), g) for g in candidates), key=lambda p: p[0])
+    # the bound only covers [σ_{N−1}, σ_max]: raising σ_{N−1} would shrink it for free, so "klub" keeps it
+    search = _Search.start(evaluate, init_grid[:-1].tolist(), error_before, evaluations=len(candidates),
+                           sigma_min=sigma_min, sigma_max=sigma_max, min_log_step=min_log_step,
+                           free_last=optimize_last and criterion == "solve_error")
+    history = search.run(iters, tol, patience, callback)
+    sigmas = torch.tensor([*search.nonzero, 0.0], dtype=torch.float64)
+    if not return_info:
+        return sigmas
+    return SpacingResult(sigmas=sigmas, init_sigmas=init_grid, criterion=criterion, solver=method.name,
+                         error_before=error_before, error_after=search.best_err, history=tuple(history),
+                         evaluations=search.evaluations, seconds=time.perf_counter() - t_start)
+
+
+def _check_numbers(
+    steps: Any, sigma_min: Any, sigma_max: Any, num_samples: Any, iters: Any, tol: Any
+) -> tuple[int, float, float, int, int]:
+    """Validate the numeric options of ``optimize_spacing``; (steps, σ_min, σ_max, num_samples, iters)."""
     steps = _check_int("steps", steps, 1)
     sigma_min, sigma_max = _check_range(sigma_min, sigma_max)
     num_samples = _check_int("num_samples", num_samples, 1)
     iters = _check_int("iters", iters, 0)
     if not (isinstance(tol, (int, float)) and 0 < tol < 0.5):
         raise ValueError(f"tol must be in (0, 0.5); got {tol!r}")
+    return steps, sigma_min, sigma_max, num_samples, iters
+
+
+def _resolve_criterion(criterion: str, method: Solver, x0: Tensor | None, shape: Sequence[int] | None) -> str:
+    """``"solve_error"`` or ``"klub"`` (``"auto"``: by whether the solver is stochastic); checks that the
+    data the criterion needs (x0 or shape) is given."""
     if criterion not in _CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(_CRITERIA)}")
-    method = solver if isinstance(solver, Solver) else SOLVERS.create(solver)
-    solver_name = method.name
     if criterion == "auto":
         criterion = "klub" if method.stochastic else "solve_error"
     if x0 is None and shape is None:
@@ -265,115 +294,143 @@ def optimize_spacing(
         raise ValueError("x0 must be a tensor of examples with shape (B, ...)")
     if criterion == "klub" and x0 is None:
         raise ValueError("the 'klub' criterion (stochastic solvers) needs x0, examples of the data")
-    device = x0.device if x0 is not None else torch.device("cpu")
-    sample_shape = tuple(x0.shape[1:]) if x0 is not None else tuple(int(s) for s in shape)
+    return criterion
 
-    # --- the starting grid ----------------------------------------------------------------------
+
+def _candidate_grids(init: Any, steps: int, sigma_min: float, sigma_max: float) -> list[Tensor]:
+    """The starting grids: one per spacing name in ``init``, or the one grid given."""
     names = [init] if isinstance(init, str) else list(init) if _is_name_list(init) else None
-    candidates = (
-        [_initial_grid(n, steps, sigma_min, sigma_max) for n in names]
-        if names is not None
-        else [_initial_grid(init, steps, sigma_min, sigma_max)]
-    )
+    if names is None:
+        return [_initial_grid(init, steps, sigma_min, sigma_max)]
+    return [_initial_grid(n, steps, sigma_min, sigma_max) for n in names]
 
-    # --- the criterion, with all draws fixed ------------------------------------------------------
-    if criterion == "solve_error":
-        noise = torch.randn((num_samples, *sample_shape), generator=generator, dtype=dtype)
-        x_T = (noise * sigma_max).to(device)
-        if reference_rtol is None:
-            reference_rtol = 1e-7 if dtype == torch.float64 else 1e-5
-        target = _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, reference_rtol)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if method.stochastic else None
 
-        def evaluate(nonzero: list[float]) -> float:
-            grid = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
-            return solve_error(denoiser, grid, x_T, target, solver=method, generator_seed=seed)
-
-    else:
+def _criterion_function(
+    denoiser: Denoiser,
+    criterion: str,
+    method: Solver,
+    steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    *,
+    x0: Tensor | None,
+    shape: Sequence[int] | None,
+    generator: torch.Generator | None,
+    num_samples: int,
+    reference: Callable[..., Tensor] | None,
+    reference_rtol: float | None,
+    dtype: torch.dtype,
+) -> Callable[[list[float]], float]:
+    """The criterion as a function of the nonzero grid (Python floats), with every random draw made now
+    from ``generator`` (common random numbers)."""
+    if criterion == "klub":
         if x0.shape[0] > num_samples:
             idx = torch.randperm(x0.shape[0], generator=generator)[:num_samples]
             data = x0[idx.to(x0.device)]
         else:
             data = x0
-        klub = _klub_criterion(denoiser, data.to(dtype), steps, generator)
+        return _klub_criterion(denoiser, data.to(dtype), steps, generator)
+    device = x0.device if x0 is not None else torch.device("cpu")
+    sample_shape = tuple(x0.shape[1:]) if x0 is not None else tuple(int(s) for s in shape)
+    noise = torch.randn((num_samples, *sample_shape), generator=generator, dtype=dtype)
+    x_T = (noise * sigma_max).to(device)
+    if reference_rtol is None:
+        reference_rtol = 1e-7 if dtype == torch.float64 else 1e-5
+    target = _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, reference_rtol)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if method.stochastic else None
 
-        def evaluate(nonzero: list[float]) -> float:
-            return klub(nonzero)
+    def evaluate(nonzero: list[float]) -> float:
+        grid = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
+        return solve_error(denoiser, grid, x_T, target, solver=method, generator_seed=seed)
 
-    scored = [(evaluate(g[:-1].tolist()), g) for g in candidates]
-    evaluations = len(scored)
-    best_err, init_grid = min(scored, key=lambda p: p[0])
-    nonzero = init_grid[:-1].tolist()
-    error_before = best_err
+    return evaluate
 
-    # --- coordinate-wise pattern search in log σ ----------------------------------------------------
-    history: list[float] = []
-    n_nonzero = len(nonzero)
-    # the bound only covers [σ_{N−1}, σ_max]: raising σ_{N−1} would shrink it for free, so "klub" keeps it
-    free_last = optimize_last and criterion == "solve_error" and n_nonzero >= 2
-    movable = list(range(1, n_nonzero - 1)) + ([n_nonzero - 1] if free_last else [])
-    if min_log_step is None:
-        min_log_step = 0.05 * math.log(sigma_max / sigma_min) / max(n_nonzero - 1, 1)
-    min_gap = float(min_log_step)
-    frac = [0.25] * n_nonzero
-    log_floor = math.log(sigma_min)
-    for sweep in range(iters):
-        if not movable or all(frac[i] < tol for i in movable):
-            break
-        start = list(nonzero)
-        for i in movable:
-            if frac[i] < tol:
+
+@dataclasses.dataclass
+class _Search:
+    """The coordinate-wise pattern search in u = log σ over the movable levels (module docstring).
+
+    ``nonzero`` is the current grid without its trailing 0 (Python floats), ``best_err`` its criterion,
+    ``frac[i]`` the move fraction of level i, ``evaluations`` the criterion evaluations so far."""
+
+    evaluate: Callable[[list[float]], float]
+    nonzero: list[float]
+    best_err: float
+    movable: list[int]
+    min_gap: float
+    sigma_min: float
+    frac: list[float]
+    evaluations: int
+
+    @classmethod
+    def start(
+        cls, evaluate, nonzero: list[float], err: float, *, evaluations: int, sigma_min: float,
+        sigma_max: float, min_log_step: float | None, free_last: bool,
+    ) -> _Search:
+        """The search from ``nonzero``: σ_max fixed, the last level movable when ``free_last``."""
+        n = len(nonzero)
+        movable = list(range(1, n - 1)) + ([n - 1] if free_last and n >= 2 else [])
+        if min_log_step is None:
+            min_log_step = 0.05 * math.log(sigma_max / sigma_min) / max(n - 1, 1)
+        return cls(evaluate, nonzero, err, movable, float(min_log_step), sigma_min, [0.25] * n, evaluations)
+
+    def _score(self, trial: list[float]) -> float:
+        self.evaluations += 1
+        return self.evaluate(trial)
+
+    def run(self, iters: int, tol: float, patience: int | None, callback) -> list[float]:
+        """At most ``iters`` sweeps; the criterion after each (stops early, see the module docstring)."""
+        history: list[float] = []
+        for sweep in range(iters):
+            if not self.movable or all(self.frac[i] < tol for i in self.movable):
+                break
+            start = list(self.nonzero)
+            for i in self.movable:
+                if self.frac[i] >= tol:
+                    self._move_level(i, _SCAN if sweep == 0 else (self.frac[i],))
+            if self.nonzero != start:
+                self._pattern_step(start)
+            history.append(self.best_err)
+            if callback is not None:
+                callback(sweep, self.best_err, torch.tensor([*self.nonzero, 0.0], dtype=torch.float64))
+            if patience and len(history) > patience:
+                if history[-1] > (1 - _STALL_GAIN) * history[-1 - patience]:
+                    break  # the last `patience` sweeps gained less than 0.1 % together
+        return history
+
+    def _move_level(self, i: int, fractions: Sequence[float]) -> None:
+        """Try level i at each fraction of the way to either bound; keep the best improving move and
+        grow its fraction ×1.5 (at most 0.5), else halve it."""
+        nonzero = self.nonzero
+        u = math.log(nonzero[i])
+        u_hi = math.log(nonzero[i - 1]) - self.min_gap
+        u_lo = math.log(nonzero[i + 1]) + self.min_gap if i + 1 < len(nonzero) else math.log(self.sigma_min)
+        best_move = None
+        for bound, f in itertools.product((u_hi, u_lo), fractions):
+            new_u = u + f * (bound - u)
+            if not u_lo <= new_u <= u_hi or abs(new_u - u) < 1e-12:
                 continue
-            u = math.log(nonzero[i])
-            u_hi = math.log(nonzero[i - 1]) - min_gap
-            u_lo = math.log(nonzero[i + 1]) + min_gap if i + 1 < n_nonzero else log_floor
-            best_move = None
-            fractions = _SCAN if sweep == 0 else (frac[i],)
-            for bound, f in itertools.product((u_hi, u_lo), fractions):
-                new_u = u + f * (bound - u)
-                if not u_lo <= new_u <= u_hi or abs(new_u - u) < 1e-12:
-                    continue
-                trial = list(nonzero)
-                trial[i] = math.exp(new_u)
-                err = evaluate(trial)
-                evaluations += 1
-                if err < best_err and (best_move is None or err < best_move[0]):
-                    best_move = (err, trial)
-            if best_move is not None:
-                best_err, nonzero = best_move
-                frac[i] = min(0.5, frac[i] * 1.5)
-            else:
-                frac[i] *= 0.5
-        if nonzero != start:  # Hooke–Jeeves pattern move: extrapolate the sweep's change in log σ
-            for step in (1.0, 0.5):
-                trial = _pattern_move(start, nonzero, step, min_gap, sigma_min)
-                if trial is None:
-                    continue
-                err = evaluate(trial)
-                evaluations += 1
-                if err < best_err:
-                    best_err, nonzero = err, trial
-                    break
-        history.append(best_err)
-        if callback is not None:
-            callback(sweep, best_err, torch.tensor([*nonzero, 0.0], dtype=torch.float64))
-        if patience and len(history) > patience and history[-1] > (1 - _STALL_GAIN) * history[-1 - patience]:
-            break  # the last `patience` sweeps gained less than 0.1 % together
+            trial = list(nonzero)
+            trial[i] = math.exp(new_u)
+            err = self._score(trial)
+            if err < self.best_err and (best_move is None or err < best_move[0]):
+                best_move = (err, trial)
+        if best_move is not None:
+            self.best_err, self.nonzero = best_move
+            self.frac[i] = min(0.5, self.frac[i] * 1.5)
+        else:
+            self.frac[i] *= 0.5
 
-    sigmas = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
-    if not return_info:
-        return sigmas
-    return SpacingResult(
-        sigmas=sigmas,
-        init_sigmas=init_grid,
-        criterion=criterion,
-        solver=solver_name,
-        error_before=error_before,
-        error_after=best_err,
-        history=tuple(history),
-        evaluations=evaluations,
-        seconds=time.perf_counter() - t_start,
-    )
+    def _pattern_step(self, start: list[float]) -> None:
+        """Hooke–Jeeves pattern move: extrapolate the sweep's change in log σ by ×1, else ×½."""
+        for step in (1.0, 0.5):
+            trial = _pattern_move(start, self.nonzero, step, self.min_gap, self.sigma_min)
+            if trial is None:
+                continue
+            err = self._score(trial)
+            if err < self.best_err:
+                self.best_err, self.nonzero = err, trial
+                break
 
 
 def _pattern_move(
