@@ -89,7 +89,7 @@ def test_inspect_flags_and_preset(tmp_path, capsys):
         (["inspect"], "nothing to inspect"),
         (
             ["inspect", "--process", "vp", "--density", "logit_normal", "--density-param", "stdd=1"],
-            "unknown key 'stdd'",
+            "unknown key(s) 'stdd'",
         ),
         (
             ["inspect", "--density", "logit_normal", "--process", "vp", "--density-param", "std"],
@@ -113,7 +113,7 @@ def test_bad_toml_one_line(tmp_path, capsys):
     bad.write_text('[noise]\nprocess = "flow"\ndensity = "logit_normal"\nweigting = 1\n')
     assert main(["inspect", str(bad), "--no-plots"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown key 'weigting'" in err and "bad.toml" in err
+    assert err.count("\n") == 1 and "unknown key(s) 'weigting'" in err and "bad.toml" in err
 
 
 def test_compare(tmp_path, capsys):

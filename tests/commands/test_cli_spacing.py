@@ -10,7 +10,8 @@ import torch
 from torch.testing import assert_close
 
 from noiselevels.cli import main
-from noiselevels.commands.spacing import format_grid, parse_params
+from noiselevels.commands._args import build_params
+from noiselevels.commands.spacing import format_grid
 from noiselevels.components import SPACINGS
 from noiselevels.sampling.spacings import AYS_TABLES, spacing
 
@@ -105,20 +106,20 @@ def test_show_nested_components(capsys):
     assert code == 0 and out.splitlines()[1].startswith("80.0, ")
 
 
-def test_parse_params():
-    assert parse_params(["rho=7", "model=sd15", "sigmas=[3, 1, 0]", "flag=true"]) == {
+def test_build_params():
+    assert build_params(["rho=7", "model=sd15", "sigmas=[3, 1, 0]", "flag=true"], "--param") == {
         "rho": 7, "model": "sd15", "sigmas": (3, 1, 0), "flag": True,
     }  # fmt: skip
     for bad, match in [
-        (["rho"], "KEY=VALUE"),
-        (["=3"], "non-empty KEY"),
+        (["rho"], "--param 'rho' must look like key=value"),
+        (["=3"], "empty key"),
         (["rho=1", "rho=2"], "given twice"),
         (["foo.bar=1"], "nested components"),
         (["schedule.beta_end=0.1"], "needs --param schedule=NAME"),
         (["schedule=3"], "expects a schedule name"),
     ]:
         with pytest.raises(ValueError, match=match):
-            parse_params(bad)
+            build_params(bad, "--param")
 
 
 def test_format_grid_rejects_unknown_formats():

@@ -10,8 +10,10 @@ plots over λ and over the tools' time axes.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from noiselevels.commands.inspect import add_range_args, preset_spec, window, write_json
+from noiselevels.commands._args import preset_spec
+from noiselevels.commands.inspect import add_range_args, window, write_json
 
 
 def register(subparsers) -> None:
@@ -41,8 +43,6 @@ def register(subparsers) -> None:
 
 def load_any(spec: str):
     """A NoiseConfig from a TOML path or a preset name ``tool:name[?k=v&...]``; and its label."""
-    from pathlib import Path
-
     from noiselevels.config import load_config
     from noiselevels.presets import PRESETS, preset
 
@@ -57,8 +57,6 @@ def load_any(spec: str):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from noiselevels.analysis import compare
 
     cfg_a, label_a = load_any(args.a)

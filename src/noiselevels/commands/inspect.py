@@ -10,6 +10,11 @@ density: how many steps land where training rarely looked (marked on the λ plot
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
+
+from noiselevels.commands._args import build_params, parse_params, preset_spec
 
 
 def add_range_args(p: argparse.ArgumentParser) -> None:
@@ -85,27 +90,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _kv(items: list[str], flag: str) -> dict:
-    from noiselevels.config import parse_value
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"{flag} {item!r} must look like key=value")
-        k, _, v = item.partition("=")
-        if not k.strip():
-            raise ValueError(f"{flag} {item!r}: empty key")
-        out[k.strip()] = parse_value(v)
-    return out
-
-
-def preset_spec(spec: str, what: str) -> tuple[str, dict]:
-    """``tool:name`` or ``tool:name?k=v&k=v`` (the form `inspect --preset` and `compare` take) →
-    (preset name, parameters); ``what`` names a malformed parameter in the error."""
-    name, _, query = spec.partition("?")
-    return name, _kv([q for q in query.split("&") if q], what)
-
-
 def noise_table(args) -> dict:
     """The [noise] table from a TOML file (if any), overrides and the component flags."""
     from noiselevels.config import apply_overrides, read_toml
@@ -123,7 +107,7 @@ def noise_table(args) -> dict:
     if args.preset_param:
         noise["preset_params"] = {
             **noise.get("preset_params", {}),
-            **_kv(args.preset_param, "--preset-param"),
+            **parse_params(args.preset_param, "--preset-param"),
         }
     if args.process:
         noise["process"] = args.process
@@ -131,7 +115,7 @@ def noise_table(args) -> dict:
         noise["parameterization"] = args.parameterization
     for key in ("density", "weighting", "schedule"):
         name = getattr(args, key)
-        params = _kv(getattr(args, f"{key}_param"), f"--{key}-param")
+        params = parse_params(getattr(args, f"{key}_param"), f"--{key}-param")
         if name is not None:
             noise[key] = {"name": name, **params}
         elif params:
@@ -163,18 +147,14 @@ def sampler_levels(args):
         if given:
             raise ValueError(f"{given[0]} needs --spacing NAME (the sampler whose levels to check)")
         return None
-    from noiselevels.commands.spacing import parse_params
     from noiselevels.sampling.spacings import spacing
 
-    sp = spacing(args.spacing, **parse_params(args.spacing_param))
+    sp = spacing(args.spacing, **build_params(args.spacing_param, "--spacing-param"))
     steps = 20 if args.steps is None else args.steps
     return sp, sp.sigmas(steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
 
 
 def write_json(path: str, payload: dict) -> None:
-    import json
-    from pathlib import Path
-
     p = Path(path)
     if p.parent and not p.parent.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +162,6 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     if args.list_presets:
         from noiselevels.presets import PRESETS
 
@@ -191,14 +169,13 @@ def run(args) -> int:
             print(f"{name:44s} {PRESETS[name].summary}")
         return 0
 
-    from noiselevels.config import NoiseConfig
+    from noiselevels.config import noise_config
 
     noise = noise_table(args)
-    where = args.config or "command line"
     try:
-        cfg = NoiseConfig.from_dict(noise)
+        cfg = noise_config(noise)
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ValueError(f"{args.config or 'command line'}: {e}") from None
     lo, hi, n = window(args)
     eff = cfg.effective_weighting()
     summary = eff.summary(lo, hi, n)
@@ -208,69 +185,81 @@ def run(args) -> int:
     print()
     for line in summary.lines():
         print(line)
-    levels = align = None
-    if sampler is not None:
-        from noiselevels.analysis import alignment
-
-        sp, sigmas = sampler
-        align = alignment(cfg.density, sigmas=sigmas, tail=args.tail)
-        levels = align.logsnr
-        nz = sigmas[:-1]
-        print()
-        print(
-            f"sampler {sp.describe()}, {len(nz)} steps: σ_ve {float(nz[0]):.4g} → {float(nz[-1]):.4g} "
-            f"(λ {float(levels.min()):+.2f} → {float(levels.max()):+.2f})"
-        )
-        for line in align.lines():
-            print(f"  {line}")
-        q = ", ".join(f"{float(v):.3f}" for v in align.quantiles)
-        print(f"  training cdf at each level (0 = noisiest draw, 1 = cleanest): {q}")
-
+    align = None if sampler is None else print_alignment(cfg, *sampler, tail=args.tail)
     if not args.no_plots:
-        from noiselevels import plots
-
-        out = Path(args.out)
-        label = cfg.preset or (Path(args.config).stem if args.config else "config")
-        p1 = plots.plot_logsnr(
-            {label: cfg}, out / "logsnr.png", logsnr_min=lo, logsnr_max=hi, n=n, title=label, levels=levels
-        )
-        p2 = plots.plot_tool_axis({label: cfg}, out / "tool_axis.png", title=label)
-        print()
-        print(f"plots: {p1}, {p2}")
+        write_plots(args, cfg, (lo, hi, n), levels=None if align is None else align.logsnr)
     if args.json:
-        import math
-
-        from noiselevels.plots import tool_axis_curves
-
-        ta = tool_axis_curves(cfg)
-        extra = {}
-        if sampler is not None:
-            extra["sampler"] = {
-                "spacing": sampler[0].to_dict(),
-                "sigmas": sampler[1].tolist(),
-                "logsnr": align.logsnr.tolist(),
-                "training_cdf": align.quantiles.tolist(),
-                "relative_density": align.relative_density.tolist(),
-                "tail": align.tail,
-                "fraction_noisy_tail": align.fraction_noisy_tail,
-                "fraction_clean_tail": align.fraction_clean_tail,
-                "training_support": [v if math.isfinite(v) else None for v in align.support],
-                "fraction_unseen": align.fraction_unseen,
-            }
-        write_json(
-            args.json,
-            {
-                **extra,
-                "config": cfg.to_dict(),
-                "summary": summary.to_dict(),
-                "curves": eff.grid(lo, hi, n).to_dict(),
-                "tool_axis": {
-                    "axis": ta["axis"],
-                    "x": ta["x"].tolist(),
-                    "density": ta["density"].tolist(),
-                    "weight_own_loss": [v if v == v else None for v in ta["weight"].tolist()],
-                },
-            },
-        )
+        payload = {
+            **({} if align is None else {"sampler": sampler_json(*sampler, align)}),
+            "config": cfg.to_dict(),
+            "summary": summary.to_dict(),
+            "curves": eff.grid(lo, hi, n).to_dict(),
+            "tool_axis": tool_axis_json(cfg),
+        }
+        write_json(args.json, payload)
         print(f"json: {args.json}")
     return 0
+
+
+def print_alignment(cfg, sp, sigmas, *, tail: float):
+    """Print where the sampler's levels ``sigmas`` (VE σ, trailing 0) fall against the training density
+    of ``cfg``; return ``noiselevels.analysis.alignment``'s result."""
+    from noiselevels.analysis import alignment
+
+    align = alignment(cfg.density, sigmas=sigmas, tail=tail)
+    levels = align.logsnr
+    nz = sigmas[:-1]
+    print()
+    print(
+        f"sampler {sp.describe()}, {len(nz)} steps: σ_ve {float(nz[0]):.4g} → {float(nz[-1]):.4g} "
+        f"(λ {float(levels.min()):+.2f} → {float(levels.max()):+.2f})"
+    )
+    for line in align.lines():
+        print(f"  {line}")
+    q = ", ".join(f"{float(v):.3f}" for v in align.quantiles)
+    print(f"  training cdf at each level (0 = noisiest draw, 1 = cleanest): {q}")
+    return align
+
+
+def write_plots(args, cfg, grid: tuple[float, float, int], *, levels=None) -> None:
+    """logsnr.png (p, w, W over λ, the sampler's ``levels`` marked) and tool_axis.png in ``--out``."""
+    from noiselevels import plots
+
+    lo, hi, n = grid
+    out = Path(args.out)
+    label = cfg.preset or (Path(args.config).stem if args.config else "config")
+    p1 = plots.plot_logsnr(
+        {label: cfg}, out / "logsnr.png", logsnr_min=lo, logsnr_max=hi, n=n, title=label, levels=levels
+    )
+    p2 = plots.plot_tool_axis({label: cfg}, out / "tool_axis.png", title=label)
+    print()
+    print(f"plots: {p1}, {p2}")
+
+
+def sampler_json(sp, sigmas, align) -> dict:
+    """The ``sampler`` entry of ``--json``: the spacing, its levels and where they fall in training."""
+    return {
+        "spacing": sp.to_dict(),
+        "sigmas": sigmas.tolist(),
+        "logsnr": align.logsnr.tolist(),
+        "training_cdf": align.quantiles.tolist(),
+        "relative_density": align.relative_density.tolist(),
+        "tail": align.tail,
+        "fraction_noisy_tail": align.fraction_noisy_tail,
+        "fraction_clean_tail": align.fraction_clean_tail,
+        "training_support": [v if math.isfinite(v) else None for v in align.support],
+        "fraction_unseen": align.fraction_unseen,
+    }
+
+
+def tool_axis_json(cfg) -> dict:
+    """The ``tool_axis`` entry of ``--json``: density and own-loss weight over the tool's time axis."""
+    from noiselevels.plots import tool_axis_curves
+
+    ta = tool_axis_curves(cfg)
+    return {
+        "axis": ta["axis"],
+        "x": ta["x"].tolist(),
+        "density": ta["density"].tolist(),
+        "weight_own_loss": [v if v == v else None for v in ta["weight"].tolist()],
+    }

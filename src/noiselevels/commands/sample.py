@@ -81,7 +81,6 @@ def run(args) -> int:
 
     import torch
 
-    from noiselevels.config import parse_value
     from noiselevels.runs.images import make_grid, save_image
     from noiselevels.runs.train import generate
 
@@ -89,12 +88,9 @@ def run(args) -> int:
         raise ValueError(f"--num must be >= 1; got {args.num}")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1; got {args.steps}")
-    params = {}
-    for item in args.spacing_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--spacing-param {item!r} must look like name=value")
-        params[key.strip()] = parse_value(value)
+    from noiselevels.commands._args import build_params
+
+    params = build_params(args.spacing_param, "--spacing-param")
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
     from noiselevels.runs.finetune import load_model
 

@@ -3,8 +3,8 @@
 * ``list``: every registered spacing with a one-line description.
 * ``show NAME --steps N [--sigma-min S --sigma-max S] [--param k=v ...] [--format F]``: the grid of N
   steps as a table (i, σ_ve, λ, flow t), JSON, a diffusers ``set_timesteps(sigmas=[...])`` line or a
-  ComfyUI SIGMAS list. ``--param`` values are JSON (numbers, lists, true/false) or plain strings;
-  nested components take a name and dotted parameters, e.g.
+  ComfyUI SIGMAS list. ``--param`` values are TOML (numbers, lists, true/false, "quoted") or bare
+  words (``noiselevels.commands._args``); nested components take a name and dotted parameters, e.g.
   ``--param schedule=ddpm --param schedule.beta_schedule=scaled_linear`` for ``uniform_t`` or
   ``--param density=logit_normal --param density.std=1.0`` for ``from_density``.
 * ``optimize``: an optimised grid for a model or exact problem (implemented in
@@ -25,10 +25,14 @@ gets a one-line warning on stderr.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+
+from noiselevels.commands._args import build_params
 
 FORMATS = ("table", "json", "diffusers", "comfyui")
 OPTIMIZE_SIGMA_RANGE = (0.002, 80.0)  # σ_ve range of `spacing optimize` unless --sigma-min/max
-NESTED = ("schedule", "density")  # parameters whose value names a component of another kind
 
 
 def register(subparsers) -> None:
@@ -69,7 +73,7 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a spacing parameter (JSON value or string; dotted keys for nested components; repeatable)",
+        help="a spacing parameter (TOML value or bare word; dotted keys for nested components; repeatable)",
     )
     ps.set_defaults(func=run)
 
@@ -167,8 +171,7 @@ def _run_list(args) -> int:
 def _run_show(args) -> int:
     from noiselevels.sampling.spacings import spacing
 
-    kw = parse_params(args.params)
-    s = spacing(args.name, **kw)
+    s = spacing(args.name, **build_params(args.params, "--param"))
     sigmas = s.sigmas(args.steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
     print(format_grid(sigmas, fmt=args.format, title=s.describe(), component=s.to_dict()), end="")
     return 0
@@ -177,8 +180,6 @@ def _run_show(args) -> int:
 def _run_optimize(args) -> int:
     """``spacing optimize``: ``noiselevels.sampling.optimize.optimize_spacing`` on an exact problem or a
     trained run; the grid goes to stdout in ``--format``, the criterion before/after to stderr."""
-    import sys
-
     import torch
 
     from noiselevels.sampling.optimize import DEFAULT_INITS, optimize_spacing
@@ -242,69 +243,8 @@ def _run_optimize(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# parameters and output
+# output
 # ----------------------------------------------------------------------------------------------
-def _parse_value(text: str):
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_params(items: list[str]) -> dict:
-    """``["rho=7", "schedule=ddpm", "schedule.beta_end=0.012"]`` → keyword arguments of ``spacing``.
-
-    Values are JSON (numbers, lists, true/false, null) or else plain strings. A key in ``NESTED``
-    names a component (schedule / density) built from its name and its dotted ``key.param=value``
-    entries; lists become tuples.
-    """
-    flat: dict[str, object] = {}
-    nested: dict[str, dict[str, object]] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--param expects KEY=VALUE; got {item!r}")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        if not key:
-            raise ValueError(f"--param expects KEY=VALUE with a non-empty KEY; got {item!r}")
-        value = _parse_value(text.strip())
-        if isinstance(value, list):
-            value = tuple(value)
-        if "." in key:
-            head, _, sub = key.partition(".")
-            if head not in NESTED:
-                raise ValueError(
-                    f"dotted --param keys are for nested components ({', '.join(NESTED)}); got {key!r}"
-                )
-            nested.setdefault(head, {})[sub] = value
-        else:
-            if key in flat:
-                raise ValueError(f"--param {key!r} given twice")
-            flat[key] = value
-    for head in nested:
-        if head not in flat:
-            raise ValueError(f"--param {head}.<name>=... needs --param {head}=NAME as well")
-    for head in NESTED:
-        if head in flat:
-            name = flat[head]
-            if not isinstance(name, str):
-                raise ValueError(f"--param {head}= expects a {head} name; got {name!r}")
-            flat[head] = _build_nested(head, name, nested.get(head, {}))
-    return flat
-
-
-def _build_nested(kind: str, name: str, kw: dict):
-    if kind == "schedule":
-        from noiselevels.schedules import schedule
-
-        return schedule(name, **kw)
-    from noiselevels.training.densities import density
-
-    return density(name, **kw)
-
-
 def range_warning(sigmas, trained: tuple[float, float]) -> str | None:
     """A one-line warning when the nonzero levels of a σ_ve grid reach outside ``trained`` (σ_min,
     σ_max), the range a model was trained on; None when the grid lies inside it."""
@@ -336,9 +276,6 @@ def format_grid(sigmas, *, fmt: str = "table", title: str = "", component: dict 
     a ``scheduler.set_timesteps(sigmas=[...])`` line (the list includes the trailing 0, as
     ``EulerDiscreteScheduler`` expects). ``comfyui``: a comma-separated SIGMAS list.
     """
-    import json
-    import math
-
     import torch
 
     from noiselevels.levels import flow_t, logsnr_from_sigma
