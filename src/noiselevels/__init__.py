@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "UncertaintyWeighting": "training.adaptive",
     "TimeWarp": "training.adaptive",
     "LearnedSchedule": "training.adaptive",
-    "load_adaptive": "training.adaptive",
+    "load_adaptive": "runs.adaptive",
     # analysis, presets, configuration
     "effective_weighting": "analysis",
     "compare": "analysis",

@@ -1,21 +1,27 @@
 """Tests of noiselevels.training.adaptive: unbiasedness and variance reduction of the loss importance
 sampler, the exact proposal density, EDM2 uncertainty converging to log E[loss], CDCD time warping
-following dL/dλ, the learned schedule's monotonicity, checkpoint/resume, bad settings, the trainer."""
+following dL/dλ, the learned schedule's monotonicity, checkpoint/resume, bad settings, the
+AdaptiveSampler contract and the package's layer. (The trainer's [adaptive] section and load_adaptive:
+tests/runs/test_adaptive_runs.py.)"""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import pathlib
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import noiselevels.training.adaptive as adaptive_pkg
 from noiselevels.catalog import from_dict
 from noiselevels.sampling.spacings import spacing
 from noiselevels.schedules import schedule
 from noiselevels.training.adaptive import (
+    AdaptiveSampler,
     LearnedSchedule,
     LearnedScheduleSampler,
     LossImportanceSampler,
@@ -32,8 +38,6 @@ from noiselevels.training.weightings import weighting
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 F64 = torch.float64
-
-
 
 
 def gen(seed=0):
@@ -384,54 +388,44 @@ def test_bad_config_and_targets():
     assert isinstance(from_config({"kind": "timewarp", "bins": 8}), TimeWarp)
 
 
+def test_bad_section_and_kind_types():
+    with pytest.raises(ValueError, match=r"\[adaptive\] must be a table"):
+        from_config(["importance"], density=TARGETS[0][0])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        from_config({"kind": ["importance"]}, density=TARGETS[0][0])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'hidden' in \[adaptive\] \(kind 'importance'\)"):
+        from_config({"kind": "importance", "hidden": 4}, density=TARGETS[0][0])
+
+
 # ----------------------------------------------------------------------------------------------
-# the trainer's [adaptive] section
+# the AdaptiveSampler contract and the package's layer
 # ----------------------------------------------------------------------------------------------
-def tiny_run(adaptive, steps=6):
-    return {
-        "noise": {
-            "process": "vp",
-            "parameterization": "v",
-            "density": {"name": "logit_normal", "mean": 0.0, "std": 1.0},
-            "weighting": {"name": "min_snr", "gamma": 5.0},
-        },
-        "data": {"name": "digits", "batch_size": 16, "num_images": 64},
-        "model": {"channels": [8, 8], "emb_dim": 8, "fourier_features": 4},
-        "train": {"steps": steps, "log_every": 2, "ckpt_every": 3, "warmup": 1, "lr": 1e-3},
-        "adaptive": adaptive,
-    }
-
-
-@pytest.mark.parametrize("kind", ["uncertainty", "timewarp", "learned_schedule"])
-def test_trainer_runs_each_kind(tmp_path, kind):
-    from noiselevels.runs.train import train
-
+@pytest.mark.parametrize("kind", ["importance", "uncertainty", "timewarp", "learned_schedule"])
+def test_every_sampler_is_an_adaptive_sampler(kind):
+    assert isinstance(_make(kind), AdaptiveSampler)
     extra = {"hidden": 4} if kind == "learned_schedule" else {}
-    res = train(
-        tiny_run({"kind": kind, "bins": 16, **extra} if kind != "uncertainty" else {"kind": kind}),
-        tmp_path,
-        progress=False,
-        steps=4,
-    )
-    assert res.step == 4 and all(math.isfinite(r["loss"]) for r in res.log)
-    overlay = json.loads((tmp_path / "adaptive.json").read_text())
-    assert overlay["kind"] == kind and len(overlay["logsnr"]) == len(overlay["value"])
-    assert (tmp_path / "loss_profile.png").is_file()
+    assert isinstance(from_config({"kind": kind, **extra}, density=TARGETS[0][0]), AdaptiveSampler)
 
 
-def test_trainer_importance_sampler_resumes_exactly(tmp_path):
-    from noiselevels.runs.train import train
-    from noiselevels.training.adaptive import load_adaptive
+def test_components_are_not_adaptive_samplers():
+    assert not isinstance(UncertaintyWeighting(features=4), AdaptiveSampler)
+    assert not isinstance(PiecewiseConstant(edges=(0.0, 1.0), masses=(1.0,)), AdaptiveSampler)
+    assert not isinstance(TARGETS[0][0], AdaptiveSampler)
 
-    cfg = tiny_run({"kind": "importance", "bins": 20, "logsnr_min": -10.0, "logsnr_max": 10.0})
-    full = train(cfg, tmp_path / "full", progress=False)
-    train(cfg, tmp_path / "part", progress=False, steps=3)
-    resumed = train(None, tmp_path / "part", resume=True, steps=6, progress=False)
-    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in full.log]
-    a, b = load_adaptive(tmp_path / "full"), load_adaptive(tmp_path / "part")
-    assert isinstance(a, LossImportanceSampler) and a.updates == 6
-    torch.testing.assert_close(a.ema, b.ema, rtol=0, atol=0)
-    assert (
-        json.loads((tmp_path / "full" / "adaptive.json").read_text())["density"]["name"]
-        == "piecewise_constant"
-    )
+
+def test_the_package_imports_nothing_above_training():
+    """training.adaptive is in the training layer: no import (top level or in a function) of runs,
+    config, presets, noise, catalog, analysis, spectral, sampling or the commands."""
+    above = "runs config presets noise catalog analysis spectral sampling plots commands cli demo".split()
+    files = sorted(pathlib.Path(adaptive_pkg.__file__).parent.glob("*.py"))
+    assert len(files) >= 8
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                assert not (parts[0] == "noiselevels" and len(parts) > 1 and parts[1] in above), (f, name)
