@@ -207,21 +207,8 @@ def first_reaching(curve, target):
     return None
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="300 steps per run (a smoke test)")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    steps = args.steps or (300 if args.quick else 1000)
-    eval_every = max(10, steps // 40)
-    t_start = time.perf_counter()
-
-    train = load_dataset("mnist", split="train", size=SIZE).data
-    val_x = load_dataset("mnist", split="val", size=SIZE).data
-    val = ValLoss(val_x)
-
+def train_all(train, val, steps, eval_every):
+    """The five runs (baseline and the four adaptive kinds), each for ``steps`` steps."""
     runs = {}
     for kind in ("baseline", "importance", "uncertainty", "timewarp", "learned_schedule"):
         runs[kind] = train_run(
@@ -231,8 +218,11 @@ def main(argv=None) -> int:
             f"{kind:17s} val {runs[kind]['curve'][-1]['val_loss']:.5f}  {runs[kind]['seconds']:.0f}s",
             flush=True,
         )
+    return runs
 
-    # 1. estimator variance on frozen baseline models
+
+def variance_study(runs, train, steps):
+    """1. The estimator variance on the frozen baseline models at a quarter of the steps and at the end."""
     variance = {}
     early = Flat(train[0].numel())
     early.load_state_dict(runs["baseline"]["snapshot"])
@@ -241,12 +231,11 @@ def main(argv=None) -> int:
             k: estimator_stats(model, train, k) for k in ("baseline", "importance", "importance_rms")
         }
         print(label, {k: round(v["loss_var"], 8) for k, v in variance[label].items()}, flush=True)
+    return variance
 
-    # 2. validation loss vs step, steps to the baseline's final value
-    base_final = runs["baseline"]["curve"][-1]["val_loss"]
-    reach = {k: first_reaching(r["curve"], base_final) for k, r in runs.items()}
 
-    # 3. quality at equal steps
+def quality_study(runs, val_x):
+    """3. Quality at equal steps: validation loss, bits/dim, FD and KID of 500 samples per run."""
     quality = {}
     for kind, r in runs.items():
         model = r["model"].eval()
@@ -271,20 +260,47 @@ def main(argv=None) -> int:
             "train_seconds": r["seconds"],
         }
         print(kind, quality[kind], flush=True)
+    return quality
+
+
+def settings(steps, eval_every):
+    """The benchmark's configuration, as written into the results."""
+    return {
+        "process": PROCESS,
+        "parameterization": PARAM,
+        "density": P.to_dict(),
+        "weighting": W.to_dict(),
+        "data": f"mnist {SIZE}x{SIZE}, 4500 train / 500 val",
+        "model": "MLP 196-3x512-196",
+        "batch": BATCH,
+        "lr": LR,
+        "steps": steps,
+        "eval_every": eval_every,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 steps per run (a smoke test)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    steps = args.steps or (300 if args.quick else 1000)
+    eval_every = max(10, steps // 40)
+    t_start = time.perf_counter()
+
+    train = load_dataset("mnist", split="train", size=SIZE).data
+    val_x = load_dataset("mnist", split="val", size=SIZE).data
+    runs = train_all(train, ValLoss(val_x), steps, eval_every)
+    variance = variance_study(runs, train, steps)
+    # 2. validation loss vs step, steps to the baseline's final value
+    base_final = runs["baseline"]["curve"][-1]["val_loss"]
+    reach = {k: first_reaching(r["curve"], base_final) for k, r in runs.items()}
+    quality = quality_study(runs, val_x)
 
     result = {
-        "config": {
-            "process": PROCESS,
-            "parameterization": PARAM,
-            "density": P.to_dict(),
-            "weighting": W.to_dict(),
-            "data": f"mnist {SIZE}x{SIZE}, 4500 train / 500 val",
-            "model": "MLP 196-3x512-196",
-            "batch": BATCH,
-            "lr": LR,
-            "steps": steps,
-            "eval_every": eval_every,
-        },
+        "config": settings(steps, eval_every),
         "variance": variance,
         "curves": {k: r["curve"] for k, r in runs.items()},
         "steps_to_baseline_final": reach,
