@@ -3,9 +3,13 @@ is deterministic for a generator, the KL bound criterion for stochastic solvers,
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from noiselevels.cli import main
+from noiselevels.sampling.denoiser import as_denoiser
 from noiselevels.sampling.optimize import optimize_spacing, solve_error
 from noiselevels.sampling.spacings import spacing
 from noiselevels.sampling.toy import gaussian, mixture_2d
@@ -104,13 +108,9 @@ def test_bad_input(kw, match):
 
 
 def test_cli_spacing_optimize(capsys):
-    from noiselevels.cli import main
-
     rc = main(["spacing", "optimize", "--problem", "gaussian", "--steps", "4", "--solver", "euler",
                "--iters", "2", "--num-samples", "16", "--format", "json"])
     assert rc == 0
-    import json
-
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 4 and out["sigmas"][0] == 80.0 and out["sigmas"][-1] == 0.0
     assert out["spacing"]["name"] == "custom"
@@ -119,8 +119,6 @@ def test_cli_spacing_optimize(capsys):
 
 
 def test_float32_network_through_as_denoiser():
-    from noiselevels.sampling.denoiser import as_denoiser
-
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.SiLU(), torch.nn.Linear(32, 8))
 

@@ -10,6 +10,7 @@ import torch
 from kdiffusion_ref import kdiffusion_sampling
 from torch.testing import assert_close
 
+from noiselevels.catalog import from_dict
 from noiselevels.sampling.solvers import SOLVERS, solve, solver
 from noiselevels.sampling.toy import Gaussian
 
@@ -148,8 +149,6 @@ def test_registry_and_to_dict():
         SOLVERS.names()
     )
     s = solver("euler_ancestral", eta=0.3)
-    from noiselevels.catalog import from_dict
-
     assert from_dict(s.to_dict()) == s
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from kdiffusion_ref import kdiffusion_sampling
 from torch.testing import assert_close
 
+import noiselevels.sampling.spacings as pkg
 from noiselevels.catalog import from_dict
 from noiselevels.components import SPACINGS, Density
 from noiselevels.sampling.spacings import AYS_TABLES, beta_ppf, spacing
@@ -529,3 +530,20 @@ def test_bad_uniform_t():
         spacing("uniform_t", schedule=_ddpm(), rule="leading", steps_offset=5).sigmas(1000)
     with pytest.raises(ValueError, match="discrete rule"):
         spacing("uniform_t", schedule=schedules.schedule("cosine")).timesteps(10)
+
+
+def test_package_modules_and_reexports():
+    # one module per family; the package re-exports every class and helper under its old path
+    for name in pkg.__all__:
+        assert hasattr(pkg, name), name
+    families = {
+        "karras": "formula", "exponential": "formula", "polyexponential": "formula", "vp": "formula",
+        "kl_optimal": "formula", "linear_quadratic": "formula", "laplace": "formula", "beta": "formula",
+        "uniform_t": "discrete", "simple": "tables", "normal": "tables", "sgm_uniform": "tables",
+        "ddim_uniform": "tables", "ays": "tables", "custom": "custom", "from_density": "from_density",
+    }  # fmt: skip
+    assert set(families) == set(SPACINGS.names())
+    for name, module in families.items():
+        assert SPACINGS.get(name).__module__ == f"noiselevels.sampling.spacings.{module}", name
+    s = spacing("uniform_t", schedule=_ddpm(), rule="trailing")
+    assert type(s) is pkg.UniformTSpacing and s.to_dict()["name"] == "uniform_t"
