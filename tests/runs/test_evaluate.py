@@ -194,7 +194,6 @@ def test_conditional_samples_follow_the_reference_classes(tmp_path, monkeypatch)
     """A class-conditional run trained on some classes (as a fine-tune's base, which lacks the new
     one) samples exactly the classes of the reference subset, not every label of its embedding."""
     import noiselevels.runs.evaluate as ev
-    import noiselevels.runs.train as tr
 
     cfg = {
         "noise": {"process": "vp", "parameterization": "eps", "density": {"name": "logit_normal"}},
@@ -203,13 +202,13 @@ def test_conditional_samples_follow_the_reference_classes(tmp_path, monkeypatch)
         "train": {"steps": 1, "log_every": 1, "ckpt_every": 0, "warmup": 1},
     }
     train(cfg, tmp_path, progress=False)
-    seen, real = {}, tr.generate
+    seen, real = {}, ev.generate
 
     def spy_generate(*args, labels, **kw):
         seen["labels"] = labels
         return real(*args, labels=labels, **kw)
 
-    monkeypatch.setattr(tr, "generate", spy_generate)
+    monkeypatch.setattr(ev, "generate", spy_generate)
     monkeypatch.setattr(ev, "sample_quality", lambda samples, ref, **kw: {})
     evaluate_run(tmp_path, num=7, steps=1, bpd_images=None, seed=1)
     got = seen["labels"]

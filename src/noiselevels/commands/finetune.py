@@ -30,6 +30,15 @@ def register(subparsers) -> None:
             "      --set noise.density.mean=0.5 --out runs/ft-custom\n"
         ),
     )
+    _add_data_args(p)
+    _add_noise_args(p)
+    _add_training_args(p)
+    _add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_data_args(p) -> None:
+    """The base model and the concept's images."""
     p.add_argument(
         "--base",
         required=True,
@@ -52,6 +61,10 @@ def register(subparsers) -> None:
         metavar="N",
         help="number of images to train on (default: 30 for --class, all for --images)",
     )
+
+
+def _add_noise_args(p) -> None:
+    """Where the noise levels come from: a timestep type, a [noise] TOML, overrides, an adaptive sampler."""
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
         "--timestep-type",
@@ -80,7 +93,10 @@ def register(subparsers) -> None:
         default=0.0,
         help="prior preservation: weight of a loss on base-model samples of the other classes (default 0)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (adapter + metadata)")
+
+
+def _add_training_args(p) -> None:
+    """The adapter's shape and the optimisation."""
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
@@ -94,6 +110,11 @@ def register(subparsers) -> None:
         metavar="REGEX",
         help="adapt only the Conv2d/Linear modules whose name matches (default: all)",
     )
+
+
+def _add_output_args(p) -> None:
+    """The output folder, its samples and the optional evaluation."""
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (adapter + metadata)")
     p.add_argument(
         "--samples",
         type=int,
@@ -106,20 +127,19 @@ def register(subparsers) -> None:
         action="store_true",
         help="with --class: Fréchet distance of the concept vs its held-out real images",
     )
-    p.set_defaults(func=run)
 
 
 def _noise_arg(args):
     if args.noise is None and not args.overrides:
         return args.timestep_type or "sigmoid"
-    from noiselevels.config import apply_overrides, read_toml
+    from noiselevels.options import apply_overrides, read_toml
+    from noiselevels.presets import qualified_name
 
     d = read_toml(args.noise) if args.noise else {}
     if args.noise and "noise" not in d:
         raise ValueError(f"{args.noise} has no [noise] table")
     if args.timestep_type:
-        t = args.timestep_type
-        d.setdefault("noise", {})["preset"] = t if ":" in t else f"ai-toolkit:{t}"
+        d.setdefault("noise", {})["preset"] = qualified_name(args.timestep_type)
     d = apply_overrides(d, list(args.overrides))
     table = d.get("noise", {})
     if not table:

@@ -27,9 +27,11 @@ from typing import Any
 
 import noiselevels.catalog  # noqa: F401  (fills every registry a [noise] table may name)
 from noiselevels.config import NoiseConfig
+from noiselevels.config import noise_config as _noise_config
 from noiselevels.options import apply_overrides, check_keys, read_toml
 from noiselevels.runs.data import load_dataset
 from noiselevels.runs.models import build_model
+from noiselevels.training.adaptive import AdaptiveSampler, from_config
 
 __all__ = [
     "PRECISIONS",
@@ -269,8 +271,8 @@ def to_toml(d: Mapping[str, Any]) -> str:
 # building the pieces a configuration names
 # ------------------------------------------------------------------------------------------------
 def noise_config(noise: Mapping[str, Any]) -> NoiseConfig:
-    """The resolved [noise] section (noiselevels.config.NoiseConfig)."""
-    return NoiseConfig.from_dict(dict(noise))
+    """The resolved [noise] section (``noiselevels.config.noise_config``: a ``preset`` is expanded)."""
+    return _noise_config(dict(noise))
 
 
 def build_model_for(model_cfg: Mapping[str, Any], dataset_meta: Mapping[str, Any]):
@@ -290,7 +292,7 @@ def build_model_for(model_cfg: Mapping[str, Any], dataset_meta: Mapping[str, Any
     return model, dict(resolved)
 
 
-def build_adaptive(section: Mapping[str, Any], objective):
+def build_adaptive(section: Mapping[str, Any], objective) -> AdaptiveSampler:
     """The ``[adaptive]`` hook: build the sampler that replaces the objective's density.
 
     ``noiselevels.training.adaptive.from_config(section, objective=...)`` returns an
@@ -298,8 +300,4 @@ def build_adaptive(section: Mapping[str, Any], objective):
     attaches it to the objective (its ``sampler`` field), feeds it every step's (λ, ε-unit loss),
     gathered over processes, and checkpoints its state.
     """
-    try:
-        from noiselevels.training import adaptive
-    except ModuleNotFoundError as e:
-        raise ValueError("[adaptive] needs noiselevels.training.adaptive, which is not available") from e
-    return adaptive.from_config(dict(section), objective=objective)
+    return from_config(dict(section), objective=objective)

@@ -37,7 +37,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from noiselevels.levels import log_sigmoid
+from noiselevels.levels import alpha_sigma, broadcast, check_process, log_sigmoid
+from noiselevels.runs import metrics
+from noiselevels.runs.data import balanced_indices
+from noiselevels.runs.lora import load_model
+from noiselevels.runs.run import Run, generate
 
 __all__ = [
     "bits_per_dim",
@@ -95,8 +99,6 @@ def bits_per_dim(
     ``bpd`` (the bound), its parts ``prior``, ``diffusion``, ``reconstruction`` (bits/dim each),
     ``bpd_stderr`` (Monte-Carlo standard error of the bound) and the settings used.
     """
-    from noiselevels.levels import alpha_sigma, broadcast, check_process
-
     check_process(process)
     if not (math.isfinite(logsnr_min) and math.isfinite(logsnr_max) and logsnr_min < logsnr_max):
         raise ValueError(
@@ -181,8 +183,6 @@ def sample_quality(
     """Fréchet distance and KID between ``samples`` and ``reference`` (both (N, C, H, W) in [−1, 1]) on
     the features of ``features`` (``"mnist"``: the project's classifier; or any callable mapping a batch
     of images to (N, F) features, e.g. a user-provided Inception network)."""
-    from noiselevels.runs import metrics
-
     extract = metrics.feature_extractor(features) if isinstance(features, str) else features
     with torch.no_grad():
         fa = extract(samples.float().clamp(-1, 1))
@@ -211,6 +211,7 @@ def evaluate_run(
     seed: int = 0,
     ema: bool = True,
     adapter: str | os.PathLike | None = None,
+    batch_size: int = 256,
 ) -> dict[str, Any]:
     """All metrics of a run folder, as a JSON-able dict.
 
@@ -226,17 +227,12 @@ def evaluate_run(
     the metrics are those of the fine-tuned model on its base's classes (retention); the new concept
     is scored by ``noiselevels finetune --evaluate``. 2-D toy
     data: ``swd`` (sliced W2 of ``num`` samples vs the validation set) and ``swd_floor`` (training set
-    vs validation set)."""
-    from noiselevels.runs.data import balanced_indices
-    from noiselevels.runs.finetune import load_model
-    from noiselevels.runs.train import generate
-
+    vs validation set). Sample i depends only on (``seed``, i), not on ``batch_size``
+    (``noiselevels.runs.run.generate``)."""
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
         raise ValueError(f"num must be an integer >= 2; got {num!r}")
-    run = load_model(run_dir, adapter, ema=ema)  # = noiselevels.runs.train.load_run for a run folder
+    run = load_model(run_dir, adapter, ema=ema)  # = noiselevels.runs.run.load_run for a run folder
     val = run.config.data.load("val")
-    is_image = len(run.data["shape"]) == 3
-    num_classes = run.config.model.get("num_classes")
     out: dict[str, Any] = {
         "run": str(Path(run_dir)),
         "step": run.step,
@@ -244,33 +240,11 @@ def evaluate_run(
         "noise": run.noise.describe().replace("\n", "; "),
         "sampler": {"steps": steps, "spacing": spacing, "solver": solver, "seed": seed},
     }
-    labels_val = val.labels if num_classes is not None else None
-    if is_image and run.spectral is not None:  # spectral per-instance runs: the bound needs each image's
-        out["bpd"] = None  # own (λ_min, λ_max) conditioning, which bits_per_dim does not pass
-        out["bpd_note"] = "not computed for per-instance (spectral) runs"
-    elif is_image:
-        n_b = len(val) if bpd_images is None else min(bpd_images, len(val))
-        pick = balanced_indices(val, n_b, seed=seed)
-        out["bits_per_dim"] = bits_per_dim(
-            run.model,
-            process=run.process,
-            parameterization=run.parameterization,
-            x=val.data[pick],
-            labels=None if labels_val is None else labels_val[pick],
-            logsnr_min=logsnr_min,
-            logsnr_max=logsnr_max,
-            num_levels=bpd_levels,
-            seed=seed,
-        )
-        out["bpd"] = out["bits_per_dim"]["bpd"]
-    # the reference set: a seeded class-balanced subset of the validation split; a conditional model
-    # samples the same classes in the same proportions (e.g. a fine-tune evaluated against its base's
-    # data never samples the base's missing classes)
-    ref_idx = balanced_indices(val, min(num, len(val)), seed=seed)
-    labels = None
-    if num_classes is not None:
-        pool = val.labels[ref_idx] if val.labels is not None else torch.arange(int(num_classes))
-        labels = pool.repeat(-(-num // len(pool)))[:num]
+    is_image = len(run.data["shape"]) == 3
+    if is_image:
+        out.update(_run_bits_per_dim(run, val, bpd_images=bpd_images, bpd_levels=bpd_levels,
+                                     logsnr_min=logsnr_min, logsnr_max=logsnr_max, seed=seed))  # fmt: skip
+    ref_idx, labels = _reference(run, val, num, seed)
     samples = generate(
         run.model,
         run.noise,
@@ -284,20 +258,66 @@ def evaluate_run(
         labels=labels,
         spectral=run.spectral,
         seed=seed,
+        batch_size=batch_size,
     )
     out["nfe_note"] = "heun uses 2N-1 denoiser evaluations" if solver == "heun" else ""
     if is_image:
-        shape = tuple(run.data["shape"])
-        if callable(features) or shape[0] == 1:
-            out.update(sample_quality(samples, val.data[ref_idx], features=features, seed=seed))
-        else:
-            out["fd"] = out["kid"] = None
-            out["fd_note"] = f"the MNIST feature extractor needs 1-channel images; got shape {shape}"
+        out.update(_image_quality(samples, val.data[ref_idx], tuple(run.data["shape"]), features, seed))
     else:
-        ref = val.data
-        train_set = run.config.data.load("train")
-        out["swd"] = sliced_wasserstein(samples, ref, seed=seed)
-        pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[: len(ref)]
-        out["swd_floor"] = sliced_wasserstein(train_set.data[pick], ref, seed=seed)
+        out.update(_toy_quality(samples, val.data, run.config.data.load("train"), seed))
         out["num_samples"] = num
     return out
+
+
+def _run_bits_per_dim(
+    run: Run, val, *, bpd_images, bpd_levels, logsnr_min, logsnr_max, seed
+) -> dict[str, Any]:
+    """``bits_per_dim`` of a run on a class-balanced subset of ``bpd_images`` validation images (all
+    when None); a per-instance (spectral) run has none (the bound would need each image's own
+    (λ_min, λ_max) conditioning, which ``bits_per_dim`` does not pass)."""
+    if run.spectral is not None:
+        return {"bpd": None, "bpd_note": "not computed for per-instance (spectral) runs"}
+    labels_val = val.labels if run.conditional else None
+    n_b = len(val) if bpd_images is None else min(bpd_images, len(val))
+    pick = balanced_indices(val, n_b, seed=seed)
+    res = bits_per_dim(
+        run.model,
+        process=run.process,
+        parameterization=run.parameterization,
+        x=val.data[pick],
+        labels=None if labels_val is None else labels_val[pick],
+        logsnr_min=logsnr_min,
+        logsnr_max=logsnr_max,
+        num_levels=bpd_levels,
+        seed=seed,
+    )
+    return {"bits_per_dim": res, "bpd": res["bpd"]}
+
+
+def _reference(run: Run, val, num: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """The reference set, a seeded class-balanced subset of the validation split (indices), and the
+    labels a conditional model samples: the subset's classes in its proportions (e.g. a fine-tune
+    evaluated against its base's data never samples the base's missing classes); None unconditional."""
+    ref_idx = balanced_indices(val, min(num, len(val)), seed=seed)
+    num_classes = run.config.model.get("num_classes")
+    if num_classes is None:
+        return ref_idx, None
+    pool = val.labels[ref_idx] if val.labels is not None else torch.arange(int(num_classes))
+    return ref_idx, pool.repeat(-(-num // len(pool)))[:num]
+
+
+def _image_quality(samples: Tensor, reference: Tensor, shape: tuple[int, ...], features, seed: int):
+    """FD / KID of the samples against the reference images, where the feature extractor applies."""
+    if callable(features) or shape[0] == 1:
+        return sample_quality(samples, reference, features=features, seed=seed)
+    return {"fd": None, "kid": None,
+            "fd_note": f"the MNIST feature extractor needs 1-channel images; got shape {shape}"}  # fmt: skip
+
+
+def _toy_quality(samples: Tensor, ref: Tensor, train_set, seed: int) -> dict[str, float]:
+    """Sliced W2 of the samples against the validation set, and of the training set (the floor)."""
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[: len(ref)]
+    return {
+        "swd": sliced_wasserstein(samples, ref, seed=seed),
+        "swd_floor": sliced_wasserstein(train_set.data[pick], ref, seed=seed),
+    }

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from noiselevels.runs.profile import LossProfile
-from noiselevels.training.adaptive.protocol import AdaptiveSampler
+from noiselevels.training.adaptive import AdaptiveSampler
 
 __all__ = [
     "EMA",

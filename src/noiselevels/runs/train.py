@@ -84,7 +84,7 @@ from noiselevels.runs.loop import EMA, LogInterval, NonFiniteLossError, TrainSte
 from noiselevels.runs.profile import LossProfile, nan_to_none, profile_range
 from noiselevels.runs.run import Run, default_sigma_range, generate, load_run, sample_grid
 from noiselevels.spectral import SpectralRun, resolve_spectral_config
-from noiselevels.training.adaptive.protocol import AdaptiveSampler
+from noiselevels.training.adaptive import AdaptiveSampler
 
 __all__ = [
     "DataConfig",
