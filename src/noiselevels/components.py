@@ -12,6 +12,7 @@ Conventions: λ = ``logsnr`` = log(α²/σ²) (large = clean); schedule time t �
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable
@@ -126,7 +127,8 @@ def _encode(v: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    """Base of all registered components: frozen, comparable, serialisable."""
+    """Base of all registered components: frozen, comparable, serialisable. The kinds below are abstract
+    base classes declaring the methods every component of theirs implements."""
 
     kind: ClassVar[str] = "component"
     name: ClassVar[str] = "component"
@@ -159,7 +161,7 @@ def _check_t(t: Tensor) -> Tensor:
     return t
 
 
-class Schedule(Component):
+class Schedule(Component, abc.ABC):
     """A monotone map from time t ∈ [0, 1] (0 clean, 1 noise) to λ, decreasing in t.
 
     Subclasses implement ``_logsnr(t)`` and ``_t_of(logsnr)`` on float64 tensors; the public
@@ -168,11 +170,13 @@ class Schedule(Component):
 
     kind: ClassVar[str] = "schedule"
 
+    @abc.abstractmethod
     def _logsnr(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """λ(t) on a float64 tensor t ∈ [0, 1]."""
 
+    @abc.abstractmethod
     def _t_of(self, logsnr: Tensor) -> Tensor:
-        raise NotImplementedError
+        """t(λ) on a float64 tensor λ (the inverse of ``_logsnr``)."""
 
     def logsnr(self, t: Tensor) -> Tensor:
         """λ(t), decreasing from ``logsnr_max`` at t = 0 to ``logsnr_min`` at t = 1."""
@@ -210,6 +214,10 @@ class Density(Component):
 
     The cdf is taken in increasing λ (from noisy to clean). ``sample`` draws by inversion, so a
     stratified (one draw per 1/n stratum) batch is ``sample(n, stratified=True)``.
+
+    ``log_prob``, ``cdf`` and ``icdf`` are not abstract: a density used only for what it has (a
+    weight's reference p(λ), a spacing's quantiles) may implement just that. The library's densities
+    (``noiselevels.training.densities.ExactDensity``) implement all three, and ``truncate``.
     """
 
     kind: ClassVar[str] = "density"
@@ -230,13 +238,6 @@ class Density(Component):
 
     def prob(self, logsnr: Tensor) -> Tensor:
         return self.log_prob(logsnr).exp()
-
-    def truncate(self, logsnr_min: float = -math.inf, logsnr_max: float = math.inf) -> Density:
-        """This density restricted to [logsnr_min, logsnr_max] and renormalised
-        (``noiselevels.training.densities.Truncated``)."""
-        from noiselevels.training.densities import truncated
-
-        return truncated(self, logsnr_min, logsnr_max)
 
     def sample(
         self,
@@ -261,13 +262,14 @@ class Density(Component):
         return self.icdf(u).to(dtype=dtype, device=device)
 
 
-class Weighting(Component):
+class Weighting(Component, abc.ABC):
     """A loss weight w(λ) in ε-MSE units (Kingma & Gao): the per-sample loss is w(λ)·‖ε̂ − ε‖²."""
 
     kind: ClassVar[str] = "weighting"
 
+    @abc.abstractmethod
     def __call__(self, logsnr: Tensor) -> Tensor:
-        raise NotImplementedError
+        """w(λ), elementwise, the shape of ``logsnr``."""
 
 
 SCHEDULES = _registry_of("schedule")

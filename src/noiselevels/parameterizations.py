@@ -45,6 +45,7 @@ broadcast against the data (see ``noiselevels.levels.broadcast``); ``logsnr`` pa
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import ClassVar, NamedTuple
@@ -80,14 +81,14 @@ def parameterization(name: str, **kw) -> Parameterization:
 
 
 @dataclasses.dataclass(frozen=True)
-class Parameterization(Component):
+class Parameterization(Component, abc.ABC):
     """Base: the target is ``a·x₀ + b·ε`` with coefficients from ``coefficients(alpha=, sigma=)``."""
 
     kind: ClassVar[str] = "parameterization"
 
+    @abc.abstractmethod
     def coefficients(self, *, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(a, b) with target = a·x₀ + b·ε; shapes follow (alpha, sigma)."""
-        raise NotImplementedError
 
     def target(self, *, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """The regression target for clean data ``x0`` and noise ``eps`` (shape of x0)."""
@@ -104,9 +105,9 @@ class Parameterization(Component):
         """What the network is fed: z itself (EDM scales it, see ``EDM.model_input``)."""
         return z
 
+    @abc.abstractmethod
     def loss_factor(self, logsnr: Tensor, *, process: str = "vp") -> Tensor:
         """f(λ) with ‖pred − target‖² = f(λ)·‖ε̂ − ε‖² (shape and dtype of ``logsnr``)."""
-        raise NotImplementedError
 
 
 @PARAMETERIZATIONS.register("eps")

@@ -34,6 +34,7 @@ from torch import Tensor
 from noiselevels.components import Component, Density, Weighting, _registry_of, check_positive
 from noiselevels.levels import alpha_sigma, broadcast, check_process
 from noiselevels.parameterizations import Parameterization, parameterization
+from noiselevels.training.densities import density as _density
 from noiselevels.training.weightings import weighting as _weighting
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]
@@ -82,9 +83,7 @@ class Objective(Component):
         object.__setattr__(self, "parameterization", parameterization(self.parameterization))
         object.__setattr__(self, "weighting", _weighting(self.weighting))
         if isinstance(self.density, str):
-            from noiselevels.training.densities import density
-
-            object.__setattr__(self, "density", density(self.density))
+            object.__setattr__(self, "density", _density(self.density))
         if self.density is not None and not isinstance(self.density, Density):
             raise ValueError(f"density must be a Density or a density name; got {self.density!r}")
         if self.density is None and self.sampler is None:
