@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from noiselevels._numerics import interp
 from noiselevels.components import Schedule
 from noiselevels.options import check_keys
 from noiselevels.sampling.spacings import spacing as make_spacing
 from noiselevels.spectral.bounds import DC_MODES, _check_pair, _check_taus, _floor_logsnr, bounds
-from noiselevels.spectral.schedules import TightSchedule, _interp, global_tight_schedule
+from noiselevels.spectral.schedules import TightSchedule, global_tight_schedule
 
 __all__ = ["InstanceSchedules"]
 
@@ -152,14 +153,14 @@ class InstanceSchedules:
         if torch.isnan(t).any() or (t < 0).any() or (t > 1).any():
             raise ValueError("t must be in [0, 1] (0 = clean, 1 = noise)")
         tk, sk = self._tables
-        return lo + (hi - lo) * _interp(t, tk, sk)
+        return lo + (hi - lo) * interp(t, tk, sk)
 
     def t_of(self, logsnr: Tensor, *, logsnr_min: Tensor, logsnr_max: Tensor) -> Tensor:
         """The inverse of :meth:`logsnr` (clamped to [0, 1])."""
         lo, hi = _check_pair(logsnr_min, logsnr_max)
         s = (torch.as_tensor(logsnr, dtype=_F64) - lo) / (hi - lo)
         tk, sk = self._tables
-        return _interp(-s, -sk, tk)
+        return interp(-s, -sk, tk)
 
     def draw(self, x0: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training draw for a batch x0 (B, C, H, W): t ~ U(0, 1) per example, λ_i = λ_i(t) under the

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from noiselevels._numerics import interp
 from noiselevels.components import SCHEDULES, Schedule, check_range
 from noiselevels.spectral.bounds import _ring_mask, bounds_from_power
 from noiselevels.spectral.rapsd import _check_images, _ring_table, rapsd
@@ -39,15 +40,6 @@ __all__ = ["SCHEDULE_KINDS", "TightSchedule", "global_tight_schedule", "tight_sc
 
 SCHEDULE_KINDS = ("frequency", "power", "mixed")
 _F64 = torch.float64
-
-
-def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
-    """Piecewise-linear interpolation of (xp increasing (K,), fp (K,)) at x, clamped to the ends."""
-    xc = x.clamp(xp[0], xp[-1])
-    i = torch.searchsorted(xp, xc.detach().contiguous()).clamp(1, xp.numel() - 1)
-    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
-    w = (xc - x0) / (x1 - x0)
-    return f0 + w * (f1 - f0)
 
 
 @SCHEDULES.register("tight")
@@ -84,11 +76,11 @@ class TightSchedule(Schedule):
 
     def _logsnr(self, t: Tensor) -> Tensor:
         tk, lk = self._tables
-        return _interp(t, tk, lk)
+        return interp(t, tk, lk)
 
     def _t_of(self, logsnr: Tensor) -> Tensor:
         tk, lk = self._tables
-        return _interp(-logsnr, -lk, tk)
+        return interp(-logsnr, -lk, tk)
 
     def describe(self) -> str:
         lam = self.logsnr_knots
