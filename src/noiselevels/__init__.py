@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
     "alignment": "analysis",
     "preset": "presets",
     "list_presets": "presets",
-    "NoiseConfig": "config",
+    "NoiseConfig": "noise",
     "load_config": "config",
     # sampling
     "spacing": "sampling.spacings",
