@@ -27,6 +27,7 @@ from noiselevels.options import check_keys
 from noiselevels.parameterizations import parameterization as make_parameterization
 from noiselevels.schedules import shift as shift_schedule
 from noiselevels.schedules import zero_terminal_snr
+from noiselevels.training.densities import truncated
 from noiselevels.training.objective import Objective
 from noiselevels.training.weightings import in_units
 
@@ -173,7 +174,7 @@ def _truncate(comp: Density, tr: Any, where: str) -> Density:
     lo, hi = (float(x) if isinstance(x, int | float) and not isinstance(x, bool) else x for x in tr)
     if not (isinstance(lo, float) and isinstance(hi, float) and lo < hi):
         raise ValueError(f"{where}.truncate must be [logsnr_min, logsnr_max] with min < max; got {tr!r}")
-    return comp.truncate(lo, hi)
+    return truncated(comp, lo, hi)
 
 
 def component_table(comp: Component) -> dict[str, Any]:

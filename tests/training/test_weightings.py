@@ -269,7 +269,8 @@ def test_serialisation_round_trip():
 
 def test_registry_lists_all_names():
     expected = set(LIMITS) | {"elbo", "product", "scaled", "in_units"}
-    # presets.py registers the tools' own curves (ai_toolkit_weighted, kohya) in the same registry
+    # training/tool_weightings.py registers the tools' own curves (ai_toolkit_weighted, kohya) in the
+    # same registry
     defined_here = {n for n in WEIGHTINGS.names() if WEIGHTINGS.get(n).__module__ == weightings.__name__}
     assert defined_here == expected
 
