@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from noiselevels._numerics import solve_increasing
 from noiselevels.components import SCHEDULES, Density, Schedule, Weighting, check_finite, check_positive
 from noiselevels.training.adaptive._common import (
     F64,
@@ -33,7 +34,6 @@ from noiselevels.training.adaptive._common import (
     require_keys,
 )
 from noiselevels.training.densities import density as _density
-from noiselevels.training.densities import solve_increasing
 
 __all__ = ["LearnedSchedule", "LearnedScheduleSampler", "LearnedScheduleSnapshot"]
 
