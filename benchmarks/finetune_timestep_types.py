@@ -21,6 +21,7 @@ the three measurements, the machine and its load). Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,6 +29,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from noiselevels.runs.bases import load_base
+from noiselevels.runs.finetune import concept_images, evaluate_finetune
+from noiselevels.runs.report import collect, summary_rows
+from noiselevels.runs.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,10 +48,6 @@ def _load() -> list[float]:
 
 def scaling(sweep, out: Path, workers: int) -> dict:
     """Wall time of 1 run with 1 worker vs ``workers`` equal runs (seeds) with ``workers`` workers."""
-    import dataclasses
-
-    from noiselevels.runs.sweep import run_sweep
-
     name = next(iter(sweep.configs))
     # without the base model's evaluation, so that both timings are of equal fine-tune runs only
     one = dataclasses.replace(sweep, configs={name: sweep.configs[name]}, seeds=(100,), evaluate_base=False)
@@ -66,8 +68,6 @@ def scaling(sweep, out: Path, workers: int) -> dict:
 
 def reference_fd(sweep, seed: int = 1234) -> dict:
     """FD on the new class of ``mnist-all`` (trained on all ten classes, same budget), same evaluation."""
-    from noiselevels.runs.finetune import concept_images, evaluate_finetune, load_base
-
     ref = load_base("mnist-all")
     shape = tuple(ref.data["shape"])
     c = sweep.concept["class"]
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-
-    from noiselevels.runs.sweep import collect, load_sweep, run_sweep, summary_rows
 
     sweep = load_sweep(args.sweep)
     t0 = time.perf_counter()

@@ -9,7 +9,8 @@ import pytest
 from test_finetune import make_tiny_base
 
 from noiselevels.cli import main
-from noiselevels.runs.sweep import collect, load_sweep, parse_sweep, run_sweep, summary_rows, write_report
+from noiselevels.runs.report import collect, summary_rows, write_report
+from noiselevels.runs.sweep import load_sweep, parse_sweep, run_sweep
 
 
 def sweep_table(base, **extra_configs):
@@ -58,10 +59,10 @@ def test_parse_sweep(base):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["sweep"].update(colour="red"), "unknown key 'colour' in \\[sweep\\]"),
+        (lambda d: d["sweep"].update(colour="red"), "unknown key\\(s\\) 'colour' in \\[sweep\\]"),
         (lambda d: d["sweep"].update(images="x"), "exactly one of class"),
         (lambda d: d["grid"].update(timestep_type=[]), "non-empty list"),
-        (lambda d: d["finetune"].update(ranks=4), "unknown key 'ranks' in \\[finetune\\]"),
+        (lambda d: d["finetune"].update(ranks=4), "unknown key\\(s\\) 'ranks' in \\[finetune\\]"),
         (lambda d: d["sweep"].update(seeds=[-1]), "seeds must be"),
         (lambda d: d.pop("grid"), "no configurations"),
     ],

@@ -2,7 +2,8 @@
 
 Runs a grid of fine-tunes (timestep types × seeds × ranks × ...; see noiselevels.runs.sweep for the file
 format) in parallel — local worker processes, or Ray Tune trials with ``--backend ray`` — resuming a
-half-finished sweep without redoing finished runs, and writes DIR/report.md and DIR/report.html.
+half-finished sweep without redoing finished runs, and writes DIR/report.md and DIR/report.html
+(noiselevels.runs.report).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from noiselevels.runs.sweep import run_sweep, write_report
+    from noiselevels.runs.report import write_report
+    from noiselevels.runs.sweep import run_sweep
 
     if args.report_only:
         print(f"report: {write_report(args.out)}")

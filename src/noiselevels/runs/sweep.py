@@ -1,4 +1,4 @@
-"""Experiments: a grid of fine-tunes (timestep types × seeds × ranks × ...) run in parallel, and its report.
+"""Experiments: a grid of fine-tunes (timestep types × seeds × ranks × ...) run in parallel, resumably.
 
 A sweep is a TOML file::
 
@@ -47,12 +47,8 @@ Backends:
   OUT must be on storage every node sees (the trials write their run folders there); resuming works the
   same way because "done" is still the existence of ``result.json``.
 
-``write_report(OUT)`` writes ``OUT/report.md`` and ``OUT/report.html``: one row per configuration with
-the Fréchet distance of the new concept against held-out real images, retention, fine-tuning wall
-time — each mean ± std over seeds (the mean alone with one seed, plus a line saying no spread is
-known) — and the plots ``samples.png`` (the concept's samples, one row per
-configuration, side by side), ``effective_weightings.png`` (W(λ) = p(λ)·w(λ) of every configuration)
-and ``loss_profiles.png`` (the ε-unit training loss over λ, averaged over seeds).
+When every run is done (or failed), ``run_sweep`` writes ``OUT/report.md`` and ``OUT/report.html``
+(``noiselevels.runs.report``).
 """
 
 from __future__ import annotations
@@ -61,24 +57,35 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from noiselevels.options import check_keys, read_toml
+from noiselevels.runs.bases import load_base
+from noiselevels.runs.checkpoint import write_json_atomic
+from noiselevels.runs.config import build_adaptive
+from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetune, resolve_noise
+from noiselevels.runs.report import noise_arg, write_report
 
 __all__ = [
     "RunSpec",
     "Sweep",
+    "SweepResult",
     "load_sweep",
+    "parse_sweep",
     "run_demo",
     "run_one",
     "run_sweep",
-    "write_report",
+    "validate",
 ]
 
 SWEEP_KEYS = ("base", "class", "images", "num_images", "seeds", "name", "workers")
@@ -142,12 +149,6 @@ class Sweep:
         return out
 
 
-def _check_keys(where: str, d: Mapping[str, Any], valid: tuple[str, ...]) -> None:
-    bad = [k for k in d if k not in valid]
-    if bad:
-        raise ValueError(f"unknown key {bad[0]!r} in [{where}]; valid keys: {', '.join(valid)}")
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -158,15 +159,13 @@ def _fmt(v: Any) -> str:
 
 def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     """Validate a sweep table (the TOML's contents) into a :class:`Sweep`; errors name the bad key."""
-    _check_keys("top level", d, ("sweep", "finetune", "eval", "grid", "configs"))
-    sw = dict(d.get("sweep", {}))
-    _check_keys("sweep", sw, SWEEP_KEYS)
-    defaults = dict(d.get("finetune", {}))
-    _check_keys("finetune", defaults, FINETUNE_KEYS)
-    ev = dict(d.get("eval", {}))
-    _check_keys("eval", ev, EVAL_KEYS)
-    grid = dict(d.get("grid", {}))
-    _check_keys("grid", grid, FINETUNE_KEYS)
+    check_keys("the sweep file's top level", d, ("sweep", "finetune", "eval", "grid", "configs"))
+    sections = {}
+    for key, valid in (("sweep", SWEEP_KEYS), ("finetune", FINETUNE_KEYS), ("eval", EVAL_KEYS),
+                       ("grid", FINETUNE_KEYS)):  # fmt: skip
+        check_keys(f"[{key}]", d.get(key, {}), valid)
+        sections[key] = dict(d.get(key, {}))
+    sw, defaults, ev, grid = sections["sweep"], sections["finetune"], sections["eval"], sections["grid"]
     extra = dict(d.get("configs", {}))
     if ("class" in sw) == ("images" in sw):
         raise ValueError("[sweep] needs exactly one of class = N (an MNIST class) or images = 'DIR'")
@@ -174,8 +173,10 @@ def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     seeds = sw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
         raise ValueError(f"[sweep] seeds must be a non-empty list of integers >= 0; got {seeds!r}")
     configs: dict[str, dict[str, Any]] = {}
@@ -190,7 +191,7 @@ def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     for cname, table in extra.items():
         if not isinstance(table, Mapping):
             raise ValueError(f"[configs.{cname}] must be a table of finetune arguments; got {table!r}")
-        _check_keys(f"configs.{cname}", table, FINETUNE_KEYS)
+        check_keys(f"[configs.{cname}]", table, FINETUNE_KEYS)
         if cname in configs or cname == "base":
             raise ValueError(f"configuration name {cname!r} is used twice")
         configs[cname] = {**defaults, **dict(table)}
@@ -211,48 +212,22 @@ def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
-    """Read and validate a sweep TOML file."""
-    import tomllib
-
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"sweep file {str(path)!r} does not exist")
-    try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"cannot parse sweep file {str(path)!r}: {e}") from None
-    return parse_sweep(d, name=p.stem)
+    """Read and validate a sweep TOML file (its name defaults to the file's stem)."""
+    return parse_sweep(read_toml(path, "sweep"), name=Path(path).stem)
 
 
 def validate(sweep: Sweep) -> None:
     """Check everything that can fail before any run starts: the base loads, every configuration's
     timestep type / noise table resolves, the concept's images exist and are enough."""
-    from noiselevels.runs.finetune import concept_images, load_base, resolve_noise
-
     base = load_base(sweep.base)
     for name, params in sweep.configs.items():
         try:
-            nc = resolve_noise(_noise_arg(params), base.noise)
+            nc = resolve_noise(noise_arg(params), base.noise)
             if params.get("adaptive"):
-                from noiselevels.runs.train import build_adaptive
-
                 build_adaptive(dict(params["adaptive"]), nc.objective())
         except ValueError as e:
             raise ValueError(f"configuration {name!r}: {e}") from None
     concept_images(**_concept_args(sweep.concept), shape=tuple(base.data["shape"]))
-
-
-def _noise_arg(params: Mapping[str, Any]) -> Any:
-    if "noise" in params:
-        table = dict(params["noise"])
-        if "timestep_type" in params:
-            table.setdefault("preset", _preset_name(params["timestep_type"]))
-        return table
-    return params.get("timestep_type", "sigmoid")
-
-
-def _preset_name(t: str) -> str:
-    return t if ":" in t else f"ai-toolkit:{t}"
 
 
 def _concept_args(concept: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,19 +241,9 @@ def _concept_args(concept: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # one run (in a worker process, or a Ray trial)
 # ----------------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    from noiselevels.runs.checkpoint import write_json_atomic
-
-    write_json_atomic(path, obj)
-
-
 def run_one(run_dir: str | os.PathLike, *, threads: int | None = None) -> dict[str, Any]:
     """Execute the run described by ``run_dir/spec.json``; write ``result.json`` (atomically, last) or
     ``error.json``; return the result. Used by the worker subprocesses and the Ray trials."""
-    import torch
-
-    from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetune, load_base
-
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / "spec.json").read_text())
     if threads:
@@ -286,47 +251,55 @@ def run_one(run_dir: str | os.PathLike, *, threads: int | None = None) -> dict[s
     t0 = time.perf_counter()
     (run_dir / "error.json").unlink(missing_ok=True)
     try:
-        base = load_base(spec["base"])
-        shape = tuple(base.data["shape"])
-        x, real_new, _ = concept_images(**_concept_args(spec["concept"]), shape=shape)
-        ev = dict(spec["eval"])
-        eval_kw = {k: ev[k] for k in EVAL_KEYS if k in ev}
-        label = spec["params"].get("label", base.spare_label)
-        other = [c for c in (base.trained_classes or []) if c != label]
-        result: dict[str, Any] = {"id": run_dir.name, "config": spec["config"], "seed": spec["seed"],
-                                  "kind": spec["kind"]}  # fmt: skip
-        if spec["kind"] == "base":
-            model, noise, train_s, final_loss = base.model, base.noise, 0.0, None
-        else:
-            params = dict(spec["params"])
-            noise_arg = _noise_arg(params)
-            params.pop("noise", None)
-            params["timestep_type"] = noise_arg
-            res = finetune(base, x, out_dir=run_dir, seed=spec["seed"], **params)
-            model, noise, train_s = res.model, res.noise, res.train_seconds
-            final_loss = res.log[-1]["loss"] if res.log else None
-            label = res.label
-        if real_new is not None and label is not None:
-            m = evaluate_finetune(model, noise, shape, label=label, real_new=real_new, other_classes=other,
-                                  **eval_kw)  # fmt: skip
-            samples = m.pop("samples_new")
-            from safetensors.torch import save_file
-
-            save_file({"samples": samples.contiguous()}, str(run_dir / "samples.safetensors"))
-            result.update(m)
-        result.update(
-            train_seconds=train_s,
-            wall_seconds=time.perf_counter() - t0,
-            final_loss=final_loss,
-            label=label,
-            threads=torch.get_num_threads(),
-        )
-        _write_json_atomic(run_dir / "result.json", result)
+        result = _execute(spec, run_dir, t0)
+        write_json_atomic(run_dir / "result.json", result)
         return result
     except Exception as e:
         err = {"id": run_dir.name, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        _write_json_atomic(run_dir / "error.json", err)
+        write_json_atomic(run_dir / "error.json", err)
         raise
+
+
+def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any]:
+    """Fine-tune (or take the base, ``kind = "base"``) and evaluate on the concept: the run's result
+    (wall time counted from ``t0``). Adapter, log, loss profile and samples go into ``run_dir``."""
+    base = load_base(spec["base"])
+    shape = tuple(base.data["shape"])
+    x, real_new, _ = concept_images(**_concept_args(spec["concept"]), shape=shape)
+    label = spec["params"].get("label", base.spare_label)
+    other = [c for c in (base.trained_classes or []) if c != label]
+    result: dict[str, Any] = {"id": run_dir.name, "config": spec["config"], "seed": spec["seed"],
+                              "kind": spec["kind"]}  # fmt: skip
+    if spec["kind"] == "base":
+        model, noise, train_s, final_loss = base.model, base.noise, 0.0, None
+    else:
+        params = dict(spec["params"])
+        params["timestep_type"] = noise_arg(params)
+        params.pop("noise", None)
+        res = finetune(base, x, out_dir=run_dir, seed=spec["seed"], **params)
+        model, noise, train_s = res.model, res.noise, res.train_seconds
+        final_loss = res.log[-1]["loss"] if res.log else None
+        label = res.label
+    if real_new is not None and label is not None:
+        eval_kw = {k: spec["eval"][k] for k in EVAL_KEYS if k in spec["eval"]}
+        m = evaluate_finetune(model, noise, shape, label=label, real_new=real_new, other_classes=other,
+                              **eval_kw)  # fmt: skip
+        _save_samples(m.pop("samples_new"), run_dir / "samples.safetensors")
+        result.update(m)
+    result.update(
+        train_seconds=train_s,
+        wall_seconds=time.perf_counter() - t0,
+        final_loss=final_loss,
+        label=label,
+        threads=torch.get_num_threads(),
+    )
+    return result
+
+
+def _save_samples(samples: torch.Tensor, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"samples": samples.contiguous()}, str(path))
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -362,9 +335,9 @@ def _prepare(sweep: Sweep, out: Path) -> list[tuple[str, Path]]:
         d.mkdir(parents=True, exist_ok=True)
         spec = r.to_dict(sweep)
         if not (d / "spec.json").is_file():
-            _write_json_atomic(d / "spec.json", spec)
+            write_json_atomic(d / "spec.json", spec)
         runs.append((rid, d))
-    _write_json_atomic(
+    write_json_atomic(
         out / "sweep.json",
         {"name": sweep.name, "base": sweep.base, "concept": sweep.concept, "seeds": list(sweep.seeds),
          "configs": sweep.configs, "eval": sweep.eval, "runs": [rid for rid, _ in runs]},
@@ -428,8 +401,6 @@ def run_sweep(
 
 def _run_local(todo: list[tuple[str, Path]], workers: int, *, progress: bool) -> dict[str, str]:
     """Run each run in its own subprocess, ``workers`` at a time, threads = cores // workers."""
-    from concurrent.futures import ThreadPoolExecutor
-
     threads = max(1, _cores() // workers)
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -503,259 +474,6 @@ def _run_ray(todo: list[tuple[str, Path]], out: Path, *, address: str | None, cp
             rid = Path(r.config["run_dir"]).name
             failed[rid] = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else "trial failed"
     return failed
-
-
-# ----------------------------------------------------------------------------------------------
-# the report
-# ----------------------------------------------------------------------------------------------
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if not xs:
-        return math.nan, math.nan
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
-    return m, s
-
-
-def _pm(m: float, s: float = math.nan, digits: int = 2) -> str:
-    """``mean ± std``; just the mean when there is no spread to show (one seed)."""
-    if not math.isfinite(m):
-        return "–"
-    if not math.isfinite(s):
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def collect(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Results of a sweep folder: ``{"sweep": sweep.json, "base": base result or None,
-    "configs": {name: [results]}, "failed": {id: message}, "pending": [ids]}``."""
-    out = Path(out_dir)
-    meta_path = out / "sweep.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{out} is not a sweep folder (no sweep.json)")
-    meta = json.loads(meta_path.read_text())
-    base, configs, failed, pending = None, {name: [] for name in meta["configs"]}, {}, []
-    for rid in meta["runs"]:
-        d = out / "runs" / rid
-        if (d / "result.json").is_file():
-            r = json.loads((d / "result.json").read_text())
-            if r["kind"] == "base":
-                base = r
-            else:
-                configs.setdefault(r["config"], []).append(r)
-        elif (d / "error.json").is_file():
-            failed[rid] = json.loads((d / "error.json").read_text())["error"]
-        else:
-            pending.append(rid)
-    return {"sweep": meta, "base": base, "configs": configs, "failed": failed, "pending": pending}
-
-
-def summary_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per configuration: mean ± std over seeds of fd_new, retention, train_seconds."""
-    base = data["base"] or {}
-    fd_other_base = base.get("fd_other")
-    rows = []
-    for name, rs in data["configs"].items():
-        ret = [r["fd_other"] - fd_other_base for r in rs if "fd_other" in r and fd_other_base is not None]
-        rows.append({
-            "config": name,
-            "n": len(rs),
-            "fd_new": _mean_std([r.get("fd_new") for r in rs]),
-            "retention": _mean_std(ret),
-            "fd_other": _mean_std([r.get("fd_other") for r in rs]),
-            "train_seconds": _mean_std([r.get("train_seconds") for r in rs]),
-        })  # fmt: skip
-    return rows
-
-
-def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
-    """Write ``report.md`` and ``report.html`` (and the plots) for the sweep folder ``out_dir``."""
-    out = Path(out_dir)
-    data = collect(out)
-    meta, base = data["sweep"], data["base"] or {}
-    rows = summary_rows(data)
-    figs = _plots(out, data) if plots else []
-    concept = meta["concept"]
-    what = f"MNIST class {concept['class']}" if "class" in concept else f"images in {concept.get('images')}"
-    lines = [
-        f"# Sweep report: {meta['name']}",
-        "",
-        f"Base model `{meta['base']}`, new concept: {what} ({concept.get('num_images', 'all')} images), "
-        f"seeds {', '.join(map(str, meta['seeds']))}.",
-        "",
-        "FD = Fréchet distance on the MNIST classifier's features (`noiselevels.runs.metrics`; lower is better): "
-        "**FD new** of the concept's samples against held-out real images of it; **retention** = "
-        "FD of the other classes after fine-tuning − the base model's (0 = no degradation, lower is "
-        "better); **train s** = fine-tuning wall time. Mean ± std over seeds (± only with two or more).",
-        "",
-        "| configuration | runs | FD new ↓ | retention ΔFD other ↓ | FD other | train s |",
-        "|---|---|---|---|---|---|",
-    ]
-    if base:
-        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan))} | 0 | "
-                     f"{_pm(base.get('fd_other', math.nan))} | – |")  # fmt: skip
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['n']} | {_pm(*r['fd_new'])} | {_pm(*r['retention'])} | "
-            f"{_pm(*r['fd_other'])} | {_pm(*r['train_seconds'], 1)} |"
-        )
-    ok = [r for r in rows if math.isfinite(r["fd_new"][0])]
-    if ok:
-        best = min(ok, key=lambda r: r["fd_new"][0])
-        lines += ["", f"Best for the new concept: **{best['config']}** (FD new {_pm(*best['fd_new'])})."]
-        okr = [r for r in ok if math.isfinite(r["retention"][0])]
-        if okr:
-            bestr = min(okr, key=lambda r: r["retention"][0])
-            lines.append(f"Best retention: **{bestr['config']}** (ΔFD other {_pm(*bestr['retention'])}).")
-        if max(r["n"] for r in ok) < 2:
-            lines += ["", "One seed per configuration, so no spread is known: add seeds (`seeds = [0, 1, 2]` "
-                      "in the sweep file) before trusting a ranking by a few FD points."]
-    if data["failed"] or data["pending"]:
-        lines += ["", "## Runs without a result", ""]
-        lines += [f"- `{rid}`: failed — {msg}" for rid, msg in data["failed"].items()]
-        lines += [f"- `{rid}`: not run yet (run the sweep again to resume)" for rid in data["pending"]]
-    if figs:
-        lines += ["", "## Plots", ""] + [f"![{cap}]({fn})\n\n{cap}\n" for fn, cap in figs]
-    md = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(md, meta["name"]))
-    return out / "report.md"
-
-
-def _html(md: str, title: str) -> str:
-    """A small Markdown → HTML conversion for the report's own constructs (headings, tables, images,
-    bold, code, lists, paragraphs)."""
-    import html
-    import re
-
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-
-    body, table = [], []
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= set("-:") for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            head, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rest]
-            body.append("</table>")
-            table = []
-        if m := re.match(r"^(#+) (.*)", line):
-            n = len(m.group(1))
-            body.append(f"<h{n}>{inline(m.group(2))}</h{n}>")
-        elif m := re.match(r"^!\[(.*)\]\((.*)\)$", line):
-            body.append(f'<img src="{html.escape(m.group(2))}" alt="{html.escape(m.group(1))}">')
-        elif line.startswith("- "):
-            body.append(f"<li>{inline(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #999;padding:4px 8px}img{max-width:100%}"  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
-
-
-def _plots(out: Path, data: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """samples.png, effective_weightings.png, loss_profiles.png; returns (file, caption) pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import torch
-    from safetensors.torch import load_file
-
-    from noiselevels.runs.images import make_grid, save_image
-
-    figs: list[tuple[str, str]] = []
-    meta = data["sweep"]
-    # samples side by side: one row per configuration (first seed with samples), base first
-    rows, names = [], []
-    ordered = [("base", [data["base"]] if data["base"] else []), *list(data["configs"].items())]
-    for name, rs in ordered:
-        for r in sorted(rs, key=lambda r: r["seed"]):
-            f = out / "runs" / r["id"] / "samples.safetensors"
-            if f.is_file():
-                rows.append(load_file(str(f))["samples"][:8])
-                names.append(name)
-                break
-    if rows:
-        n = min(len(r) for r in rows)
-        grid = make_grid(torch.cat([r[:n] for r in rows]), nrow=n)
-        save_image(grid, out / "samples_grid.png", nrow=1)
-        fig, ax = plt.subplots(figsize=(1.0 * n + 2.5, 1.0 * len(rows) + 0.5))
-        ax.imshow((grid.permute(1, 2, 0).squeeze(-1).numpy() + 1) / 2, cmap="gray", vmin=0, vmax=1)
-        h = grid.shape[1] / len(rows)
-        ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], names)
-        ax.set_xticks([])
-        ax.set_title("samples of the new concept (first seed)")
-        fig.tight_layout()
-        fig.savefig(out / "samples.png", dpi=100)
-        plt.close(fig)
-        figs.append(("samples.png", "Samples of the new concept, one row per configuration (first seed)."))
-    # effective weightings W(λ) = p(λ) w(λ), normalised to integrate to 1 over the window
-    from noiselevels.runs.finetune import load_base, resolve_noise
-
-    lam = torch.linspace(-12, 12, 481, dtype=torch.float64)
-    try:
-        base = load_base(meta["base"])
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name, params in meta["configs"].items():
-            nc = resolve_noise(_noise_arg(params), base.noise)
-            w = nc.density.prob(lam) * nc.weighting(lam)
-            w = w / torch.trapezoid(w, lam)
-            ax.plot(lam.numpy(), w.numpy(), label=name, ls="--" if "+" in name else "-")
-        ax.set_yscale("log")
-        ax.set_ylim(1e-5, None)
-        ax.set_xlabel("λ = log SNR  (noisy ← → clean)")
-        ax.set_ylabel("W(λ) = p(λ)·w(λ), normalised over [−12, 12]")
-        ax.legend(fontsize=8)
-        ax.set_title("effective weightings (ε-MSE units)")
-        fig.tight_layout()
-        fig.savefig(out / "effective_weightings.png", dpi=100)
-        plt.close(fig)
-        figs.append(("effective_weightings.png", "Effective weighting W(λ) of every configuration."))
-    except ValueError:
-        pass
-    # loss profiles: the ε-unit loss over λ of the fine-tunes, averaged over seeds
-    fig, ax = plt.subplots(figsize=(7, 4))
-    drew = False
-    for name, rs in data["configs"].items():
-        profs = []
-        for r in rs:
-            f = out / "runs" / r["id"] / "loss_profile.json"
-            if f.is_file():
-                p = json.loads(f.read_text())
-                h = p["history"][-1] if p["history"] else None
-                if h:
-                    profs.append((p["centers"], h["mean"]))
-        if not profs:
-            continue
-        x = profs[0][0]
-        ys = [[v if v is not None else math.nan for v in y] for _, y in profs if len(y) == len(x)]
-        mean = [
-            (sum(v for v in col if math.isfinite(v)) / max(1, sum(math.isfinite(v) for v in col)))
-            if any(math.isfinite(v) for v in col) else math.nan
-            for col in zip(*ys)
-        ]  # fmt: skip
-        ax.plot(x, mean, label=name)
-        drew = True
-    if drew:
-        ax.set_yscale("log")
-        ax.set_xlabel("λ = log SNR")
-        ax.set_ylabel("ε-unit loss ‖ε̂ − ε‖²/D")
-        ax.legend(fontsize=8)
-        ax.set_title("fine-tuning loss profiles (mean over seeds)")
-        fig.tight_layout()
-        fig.savefig(out / "loss_profiles.png", dpi=100)
-        figs.append(("loss_profiles.png", "Fine-tuning loss over λ (ε units), mean over seeds."))
-    plt.close(fig)
-    return figs
 
 
 # ----------------------------------------------------------------------------------------------
