@@ -2,8 +2,8 @@
 
 Each subcommand lives in ``noiselevels.commands.<name>`` and exposes ``register(subparsers)``, which adds
 its parser and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
-Command modules import only argparse at module level so that ``noiselevels --help`` stays fast; the
-heavy imports happen inside ``func``.
+Command modules import only the standard library and light helpers at module level so that
+``noiselevels --help`` stays fast; the library is imported inside ``func`` (see ``noiselevels.commands``).
 
 User errors (``ValueError``, ``OSError``, ``KeyError`` raised by the library) print one line,
 ``noiselevels: error: <message>``, and exit with status 2.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from noiselevels import __version__
 
 # Order = order in --help.
 COMMAND_MODULES = [
@@ -34,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="noiselevels",
         description="Noise levels of diffusion and flow-matching models, in logSNR λ = log(α²/σ²).",
     )
-    from noiselevels import __version__
-
     parser.add_argument("--version", action="version", version=f"noiselevels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -26,9 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
+
+import torch
+
+from noiselevels.plots import plot_logsnr
+from noiselevels.runs import sweep
+from noiselevels.runs.checkpoint import latest_checkpoint
+from noiselevels.runs.data import balanced_indices
+from noiselevels.runs.evaluate import bits_per_dim, sample_quality
+from noiselevels.runs.images import make_grid, save_image
+from noiselevels.runs.train import TrainConfig, generate, load_run, train
 
 DEMO_CONFIG = {
     "noise": {
@@ -56,11 +67,6 @@ BUDGETS = (8, 24)  # Heun steps: 15 and 47 denoiser evaluations
 
 def _evaluate(run, out: Path, args: argparse.Namespace, timings: dict[str, float]):
     """Samples at the two budgets with FD/KID, the train-vs-validation floor, bits/dim."""
-    from noiselevels.runs.data import balanced_indices
-    from noiselevels.runs.evaluate import bits_per_dim, sample_quality
-    from noiselevels.runs.images import make_grid, save_image
-    from noiselevels.runs.train import generate
-
     val = run.config.data.load("val")
     train_set = run.config.data.load("train")
     shape = tuple(run.data["shape"])
@@ -124,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def study(out: str | Path = "runs/demo/timestep-types", *, workers: int | None = None) -> int:
     """Run the demo sweep (resuming), print its table and where the report is."""
-    from noiselevels.runs.sweep import run_demo
-
     t0 = time.perf_counter()
-    report = run_demo(out, workers=workers)
+    report = sweep.run_demo(out, workers=workers)
     text = report.read_text()
     keep = ("|", "Best ", "One seed")
     table = [line for line in text.splitlines() if line.startswith(keep)]
@@ -141,21 +145,41 @@ def study(out: str | Path = "runs/demo/timestep-types", *, workers: int | None =
 
 
 def train_report(args: argparse.Namespace) -> int:
-    """The ``train`` job (module docstring)."""
-    import torch
-
-    from noiselevels.runs.checkpoint import latest_checkpoint
-    from noiselevels.runs.train import TrainConfig, load_run, train
-
+    """The ``train`` job (module docstring): train (or reuse), sample and evaluate, plot, report."""
     out = Path(args.out)
     run_dir = out / "run"
+    timings: dict[str, float] = {}
+    t_all, cpu_all = time.perf_counter(), time.process_time()
+    reused = _train(args, run_dir, timings)
+    timings["train_cpu_s"] = time.process_time() - cpu_all
+    run = load_run(run_dir)
+    with torch.no_grad():
+        rows, floor, bpd, val = _evaluate(run, out, args, timings)
+    _plots(run, run_dir, out)
+    timings["total_s"] = time.perf_counter() - t_all
+    timings["total_cpu_s"] = time.process_time() - cpu_all
+    timings["torch_threads"] = torch.get_num_threads()
+    (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    metrics = {"bits_per_dim": bpd, "samples": rows, "floor_train_vs_val": floor, "step": run.step}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    lines = [
+        *_report_head(run, rows),
+        *_report_metrics(rows, floor, bpd, num=args.num, num_val=len(val)),
+        *_report_figures(),
+        *_report_log(log, timings, reused=reused, run_dir=run_dir),
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _train(args: argparse.Namespace, run_dir: Path, timings: dict[str, float]) -> bool:
+    """1. Train ``DEMO_CONFIG`` into ``run_dir``, or reuse a finished run there (unless ``--fresh``);
+    True when reused. Records the training wall time (and throughput) in ``timings``."""
     cfg = TrainConfig.from_dict(DEMO_CONFIG)
     if args.steps is not None:
         cfg = cfg.replace(train=type(cfg.train)(**{**cfg.train.__dict__, "steps": args.steps}))
-    timings: dict[str, float] = {}
-    t_all, cpu_all = time.perf_counter(), time.process_time()
-
-    # ---- 1. train (or reuse a finished run)
     ck = latest_checkpoint(run_dir / "checkpoints") if run_dir.exists() else None
     done = ck is not None and int(ck.name.split("-")[1]) >= cfg.train.steps and not args.fresh
     t0 = time.perf_counter()
@@ -163,36 +187,24 @@ def train_report(args: argparse.Namespace) -> int:
         print(f"reusing the finished run in {run_dir} (--fresh retrains)")
     else:
         if args.fresh and run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         print(f"training {cfg.train.steps} steps on embedded MNIST (CPU) into {run_dir} ...")
         res = train(cfg, run_dir, progress=not args.no_progress)
         timings["train_images_per_second"] = res.images_per_second
     timings["train_s"] = time.perf_counter() - t0
-    timings["train_cpu_s"] = time.process_time() - cpu_all
+    return done
 
-    run = load_run(run_dir)
-    with torch.no_grad():
-        evaluated = _evaluate(run, out, args, timings)
-    rows, floor, bpd, val = evaluated
-    # ---- 4. plots and report
-    from noiselevels.plots import plot_logsnr
 
+def _plots(run, run_dir: Path, out: Path) -> None:
+    """4. The effective weighting of the demo's configuration and (a copy of) the run's loss profile."""
     plot_logsnr({"demo": run.noise}, out / "effective_weighting.png", title="what the demo's loss weights")
-    import shutil
-
     if (run_dir / "loss_profile.png").exists():
         shutil.copyfile(run_dir / "loss_profile.png", out / "loss_profile.png")
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    timings["total_s"] = time.perf_counter() - t_all
-    timings["total_cpu_s"] = time.process_time() - cpu_all
-    timings["torch_threads"] = torch.get_num_threads()
-    (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    metrics = {"bits_per_dim": bpd, "samples": rows, "floor_train_vs_val": floor, "step": run.step}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
 
-    lines = [
+
+def _report_head(run, rows: list[dict]) -> list[str]:
+    """The report's title, the model and its noise configuration, and the samples of each budget."""
+    return [
         "# noiselevels demo",
         "",
         f"A {sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M-parameter UNet trained for "
@@ -212,6 +224,12 @@ def train_report(args: argparse.Namespace) -> int:
             f"![{r['steps']} steps](samples_{r['steps']}steps.png)\n"
             for r in rows
         ],
+    ]
+
+
+def _report_metrics(rows: list[dict], floor: dict, bpd: dict, *, num: int, num_val: int) -> list[str]:
+    """The metrics table (FD/KID per budget and the train-vs-validation floor) and bits/dim."""
+    return [
         "## Metrics",
         "",
         "| sampler | NFE | FD ↓ | KID ↓ | seconds |",
@@ -224,7 +242,7 @@ def train_report(args: argparse.Namespace) -> int:
         f"| *floor: training images vs validation* | – | {_fmt(floor['fd'], '.2f')} | "
         f"{_fmt(floor['kid'], '.4f')} | – |",
         "",
-        f"FD/KID: {args.num} samples (seed 0) vs the {len(val)} validation images, on the 128-d features of "
+        f"FD/KID: {num} samples (seed 0) vs the {num_val} validation images, on the 128-d features of "
         "the project's MNIST classifier (`noiselevels.runs.metrics`).",
         "",
         "**Bits per dimension** (continuous-time VDM bound, "
@@ -233,6 +251,12 @@ def train_report(args: argparse.Namespace) -> int:
         f"**{bpd['bpd']:.3f} ± {bpd['bpd_stderr']:.3f}** = prior {bpd['prior']:.4f} + diffusion "
         f"{bpd['diffusion']:.3f} + decoder {bpd['reconstruction']:.3f}.",
         "",
+    ]
+
+
+def _report_figures() -> list[str]:
+    """The loss profile and effective weighting sections."""
+    return [
         "## Loss profile over λ",
         "",
         "The unweighted ε-unit loss ‖ε̂ − ε‖²/D per λ bin, per log interval: where the model still has "
@@ -246,20 +270,23 @@ def train_report(args: argparse.Namespace) -> int:
         "",
         "![effective weighting](effective_weighting.png)",
         "",
+    ]
+
+
+def _report_log(log: list[dict], timings: dict[str, float], *, reused: bool, run_dir: Path) -> list[str]:
+    """The training log section: final loss, training and total wall time, how to reproduce."""
+    return [
         "## Training log",
         "",
         f"Final loss {log[-1]['loss']:.4f} at step {log[-1]['step']}; "
         f"training took {timings['train_s']:.0f} s "
-        f"(this invocation){'; reused a finished run' if done else ''}. Total demo wall time "
+        f"(this invocation){'; reused a finished run' if reused else ''}. Total demo wall time "
         f"{timings['total_s']:.0f} s.",
         "",
         "Reproduce: `make demo-train` (or `python -m noiselevels.demo train --fresh`); "
         f"run folder `{run_dir}`.",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
-    print(f"report: {out / 'report.md'}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
