@@ -32,13 +32,15 @@ from pathlib import Path
 
 import torch
 
+from noiselevels.demo import DEMO_CONFIG
+from noiselevels.runs.config import DataConfig, build_model_for, noise_config
+from noiselevels.runs.train import train
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def config(model: str, steps: int) -> dict:
-    from noiselevels.demo import DEMO_CONFIG
-
     cfg = json.loads(json.dumps(DEMO_CONFIG))
     if model == "small":
         cfg["model"] = {"kind": "unet", "channels": [16, 32], "emb_dim": 64}
@@ -53,8 +55,6 @@ def _clock() -> tuple[float, float]:
 def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
     """(wall, CPU) images/s of ``noiselevels.runs.train.train`` from the end of step ``warmup`` to the last
     step. CPU images/s = images per second of this process's CPU time (robust to a busy machine)."""
-    from noiselevels.runs.train import train
-
     stamps: dict[int, tuple[float, float]] = {}
     train(cfg, out, progress=False, callback=lambda step, _res: stamps.__setitem__(step, _clock()))
     last = max(stamps)
@@ -64,8 +64,6 @@ def trainer_rate(cfg: dict, warmup: int, out: Path) -> tuple[float, float]:
 
 def plain_rate(cfg: dict, warmup: int) -> tuple[float, float]:
     """(wall, CPU) images/s of the plain loop over the same model, data, objective and seed."""
-    from noiselevels.runs.train import DataConfig, build_model_for, noise_config
-
     data = DataConfig(**{k: v for k, v in cfg["data"].items()}).load("train")
     objective = noise_config(cfg["noise"]).objective()
     torch.manual_seed(cfg["train"]["seed"])

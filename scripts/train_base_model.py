@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+from noiselevels.runs.bases import base_fd_per_class, export_base
+from noiselevels.runs.train import train
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "noiselevels" / "assets"
 HELD_OUT = 7
 
@@ -69,14 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from noiselevels.runs.finetune import base_fd_per_class, export_base
-
     name = "mnist-all" if args.all_classes else "mnist-base"
     asset = args.out / f"{name}.safetensors"
     info_path = args.out / f"{name}.json"
     if not args.evaluate_only:
-        from noiselevels.runs.train import train
-
         cfg = config(
             steps=args.steps, seed=args.seed, all_classes=args.all_classes, batch_size=args.batch_size
         )

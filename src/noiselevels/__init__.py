@@ -74,17 +74,17 @@ _EXPORTS: dict[str, str] = {
     # components
     "from_dict": "catalog",
     # training, sampling and evaluating real models
-    "TrainConfig": "runs.train",
-    "load_train_config": "runs.train",
+    "TrainConfig": "runs.config",
+    "load_train_config": "runs.config",
     "train": "runs.train",
-    "load_run": "runs.train",
-    "generate": "runs.train",
+    "load_run": "runs.run",
+    "generate": "runs.run",
     "bits_per_dim": "runs.evaluate",
     "sample_quality": "runs.evaluate",
     "evaluate_run": "runs.evaluate",
     # fine-tuning and experiments
     "finetune": "runs.finetune",
-    "load_model": "runs.finetune",
+    "load_model": "runs.lora",
     "load_sweep": "runs.sweep",
     "run_sweep": "runs.sweep",
 }

@@ -33,7 +33,15 @@ def register(subparsers) -> None:
         help="validation images for bits/dim, a class-balanced subset (default 500)",
     )
     p.add_argument("--bpd-levels", type=int, default=4, help="λ draws per image for bits/dim (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed (default 0) of the subsets and the samples: sample i depends only on (seed, i)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="samples solved at once (default 256)"
+    )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.set_defaults(func=run)
 
@@ -48,6 +56,8 @@ def run(args) -> int:
 
     if args.bpd_images < 1:
         raise ValueError(f"--bpd-images must be >= 1; got {args.bpd_images}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     res = evaluate_run(
         args.run,
         num=args.num,
@@ -60,6 +70,7 @@ def run(args) -> int:
         seed=args.seed,
         ema=not args.no_ema,
         adapter=args.adapter,
+        batch_size=args.batch_size,
     )
     print(f"run {res['run']} at step {res['step']} ({res['data']}; {res['noise']})")
     if "bits_per_dim" in res:

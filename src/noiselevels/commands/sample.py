@@ -44,7 +44,15 @@ def register(subparsers) -> None:
     p.add_argument("--num", type=int, default=64, metavar="K", help="number of samples (default 64)")
     p.add_argument("--class", dest="label", type=int, default=None, metavar="C", help="class label")
     p.add_argument("--guidance", type=float, default=None, metavar="W", help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed (default 0): sample i depends only on (seed, i), whatever --num and --batch-size",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="samples solved at once (default 256)"
+    )
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default √K)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--out", required=True, metavar="FILE.png", help="image grid to write")
@@ -82,18 +90,19 @@ def run(args) -> int:
     import torch
 
     from noiselevels.runs.images import make_grid, save_image
-    from noiselevels.runs.train import generate
+    from noiselevels.runs.lora import load_model
+    from noiselevels.runs.run import generate
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1; got {args.steps}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     from noiselevels.commands._args import build_params
 
     params = build_params(args.spacing_param, "--spacing-param")
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
-    from noiselevels.runs.finetune import load_model
-
     run_ = load_model(args.run, args.adapter, ema=not args.no_ema)  # = load_run for a run folder
     labels = None
     num_classes = run_.config.model.get("num_classes")
@@ -118,6 +127,7 @@ def run(args) -> int:
         labels=labels,
         guidance=args.guidance,
         seed=args.seed,
+        batch_size=args.batch_size,
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
         spectral=run_.spectral,  # per-instance (spectral) runs: bounds from the run's mixture

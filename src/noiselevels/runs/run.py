@@ -2,7 +2,8 @@
 
 **Reproducible sampling** (as EDM's ``generate.py``): sample i of ``generate(..., seed=s)`` depends only on
 (s, i) — not on ``num``, the batch size or the device's batch layout. Each sample has its own CPU
-``torch.Generator`` seeded with ``s·2³² + i`` (:func:`sample_generators`); it draws the sample's initial
+``torch.Generator`` seeded with a 32-bit hash of (s, i) (numpy's ``SeedSequence([s, i])``; torch's CPU
+generator keeps only 32 bits of a seed) (:func:`sample_generators`); it draws the sample's initial
 noise, its per-instance noise-level bounds (spectral runs) and, through ``noiselevels.sampling.solvers.
 solve``'s per-row generators, the noise of stochastic solvers. So the first 4 images of ``num=8`` are the
 images of ``num=4``, and ``batch_size`` changes the speed, not the images.
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,9 +43,9 @@ __all__ = [
     "initial_noise",
     "load_run",
     "sample_generators",
+    "sample_seed",
 ]
 
-SEED_LIMIT = 2**32  # seeds are integers in [0, 2³²); sample i of seed s has generator seed s·2³² + i
 
 
 @dataclasses.dataclass
@@ -133,15 +135,21 @@ def default_sigma_range(process: str) -> tuple[float, float]:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     return seed
 
 
+def sample_seed(seed: int, index: int) -> int:
+    """The 32-bit generator seed of sample ``index`` of ``seed``: numpy's ``SeedSequence([seed, index])``
+    (distinct pairs give unrelated seeds; 32 bits because torch's CPU generator uses no more)."""
+    return int(np.random.SeedSequence([_check_seed(seed), int(index)]).generate_state(1, np.uint32)[0])
+
+
 def sample_generators(seed: int, indices: Sequence[int] | range) -> list[torch.Generator]:
-    """One CPU generator per sample index i, seeded with ``seed·2³² + i`` (the module docstring)."""
+    """One CPU generator per sample index i, seeded with :func:`sample_seed` (the module docstring)."""
     _check_seed(seed)
-    return [torch.Generator().manual_seed(seed * SEED_LIMIT + int(i)) for i in indices]
+    return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in indices]
 
 
 def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int]) -> Tensor:
