@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from noiselevels.analysis import DEFAULT_LOGSNR_RANGE, DEFAULT_POINTS, logsnr_grid
+from noiselevels.parameterizations import parameterization
 from noiselevels.plots._mpl import pyplot
+from noiselevels.schedules import schedule as make_schedule
 
 __all__ = ["plot_logsnr", "plot_tool_axis", "tool_axis_curves"]
 
@@ -91,9 +93,6 @@ def plot_logsnr(
 def tool_axis_curves(cfg: Any, n: int = 999) -> dict[str, Any]:
     """The configuration on its tool's time axis: dict with ``axis`` (label), ``x`` (n,), ``density``
     (per unit of x), ``weight`` (on the model's own loss) and ``effective`` (density × weight)."""
-    from noiselevels.parameterizations import parameterization
-    from noiselevels.schedules import schedule as make_schedule
-
     sched = cfg.schedule
     if sched is None:  # a uniform_t density carries its schedule
         sched = getattr(cfg.density, "schedule", None)
