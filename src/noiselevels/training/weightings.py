@@ -32,7 +32,7 @@ name                                   w(λ) in ε units                        
 ``in_units(w, parameterization)``      w(λ)·f(λ)                                   —
 =====================================  ==========================================  ==================
 
-**Where the tools disagree** (tested in tests/test_weightings.py):
+**Where the tools disagree** (tested in tests/training/test_weightings.py):
 
 * ai-toolkit's ``min_snr_gamma`` = min(γ/SNR, 1) is exactly ``min_snr`` (min(SNR, γ)/SNR); its
   ``snr_gamma`` = γ/SNR is *not* clamped (``snr_gamma`` here). kohya's and OneTrainer's min-SNR for
