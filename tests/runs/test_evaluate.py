@@ -1,4 +1,4 @@
-"""Tests of noiselevels.runs.evaluate: the VDM bound's parts in closed form, an oracle denoiser, a tiny run."""
+"""noiselevels.runs.evaluate: the VDM bound's parts in closed form, an oracle denoiser, a tiny run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from noiselevels.levels import alpha_sigma, broadcast
+from noiselevels.parameterizations import parameterization
 from noiselevels.runs.evaluate import (
     _decoder_nll,
     _prior_kl,
@@ -15,8 +17,6 @@ from noiselevels.runs.evaluate import (
     quantize_8bit,
     sliced_wasserstein,
 )
-from noiselevels.levels import alpha_sigma, broadcast
-from noiselevels.parameterizations import parameterization
 from noiselevels.runs.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

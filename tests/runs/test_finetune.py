@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from test_models import TINY_UNET2D, TINY_UNET2D_CONDITION
 
 from noiselevels.cli import main
+from noiselevels.presets import preset
 from noiselevels.runs.finetune import (
     add_lora,
     concept_images,
@@ -25,7 +26,6 @@ from noiselevels.runs.finetune import (
     save_base,
 )
 from noiselevels.runs.models import DiffusersUNet, UNet
-from noiselevels.presets import preset
 
 CLASSES = [0, 1, 2, 3, 4, 5, 6, 8, 9]
 SHAPE = (1, 8, 8)

@@ -1,4 +1,4 @@
-"""Tests of noiselevels.runs.train: tiny runs per parameterisation, resume equality, loss profile, failures."""
+"""noiselevels.runs.train: tiny runs per parameterisation, resume equality, loss profile, failures."""
 
 from __future__ import annotations
 

@@ -150,10 +150,9 @@ def run(args) -> int:
 
 def _scatter(x, path) -> None:
     """2-D toy samples as a scatter plot."""
-    import matplotlib
+    from noiselevels.plots._mpl import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=110)
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.6)

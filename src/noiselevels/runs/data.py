@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noiselevels.runs.images import load_image_pil, resize_center_crop
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ArrayDataset",
@@ -518,8 +520,6 @@ def _list_images(root: Path) -> list[Path]:
 
 
 def _load_folder(path: str, *, split: str, size: int, channels: int | None) -> ArrayDataset:
-    from noiselevels.runs.images import load_image_pil, resize_center_crop
-
     root = Path(os.path.expanduser(path))
     if not path or not root.is_dir():
         raise ValueError(f"image folder {path!r} does not exist or is not a directory")

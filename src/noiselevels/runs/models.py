@@ -36,6 +36,7 @@ t = sigmoid(−λ/2) (the flow-matching time of λ; 0 at λ = +inf, 1000 at λ =
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, ClassVar
 
@@ -215,8 +216,6 @@ class DiffusersUNetConfig(_Config):
         _check_conditioning(self.num_classes, self.label_dropout, 0)
 
     def __hash__(self):  # the dict field is unhashable; hash its canonical JSON (consistent with ==)
-        import json
-
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
 
