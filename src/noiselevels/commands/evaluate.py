@@ -9,6 +9,9 @@ Wasserstein distance to the true distribution. Fixed seed: the numbers are repro
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -47,10 +50,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import json
-    import math
-    from pathlib import Path
-
     from noiselevels.commands.sample import load_sigmas
     from noiselevels.runs.evaluate import evaluate_run
 

@@ -12,6 +12,8 @@ and parameterisation are the base's. Sample the result with
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -148,9 +150,6 @@ def _noise_arg(args):
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
-
     import torch
 
     from noiselevels.runs.finetune import (

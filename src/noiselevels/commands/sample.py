@@ -10,6 +10,9 @@ with ``--save-tensor``, the raw samples as safetensors.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -62,9 +65,6 @@ def register(subparsers) -> None:
 
 def load_sigmas(path: str):
     """A VE σ grid from JSON: a list, or an object with a ``sigmas`` list."""
-    import json
-    from pathlib import Path
-
     import torch
 
     try:
@@ -84,9 +84,6 @@ def load_sigmas(path: str):
 
 
 def run(args) -> int:
-    import math
-    from pathlib import Path
-
     import torch
 
     from noiselevels.runs.images import make_grid, save_image

@@ -9,6 +9,8 @@ train ...``; several CPU processes: ``torchrun --standalone --nproc_per_node N -
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -52,9 +54,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-    from pathlib import Path
-
     from noiselevels.runs.train import load_train_config, train
 
     out = args.out
