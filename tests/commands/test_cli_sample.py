@@ -86,14 +86,15 @@ def test_sample_does_not_depend_on_batch_size_or_num(run_dir, tmp_path, solver):
     and 8, for a deterministic and a stochastic solver; --num 4 gives the first 4 of --num 8.
 
     Equal to float32 rounding, not bitwise: a UNet's matrix products (CPU GEMM kernels) round
-    differently for different numbers of rows (1e-6 here); the noise is bitwise the same
-    (test_generate_is_exact_per_sample)."""
+    differently for different numbers of rows (1e-6 per evaluation, up to ~4e-5 after the solve has
+    carried it through 5 evaluations); the noise is bitwise the same (test_generate_is_exact_per_sample).
+    1e-4 is 0.013 of one 8-bit grey level."""
     b8 = _sample(run_dir, tmp_path, "--num", "8", "--batch-size", "8", "--solver", solver)
     b2 = _sample(run_dir, tmp_path, "--num", "8", "--batch-size", "2", "--solver", solver)
     first4 = _sample(run_dir, tmp_path, "--num", "4", "--batch-size", "3", "--solver", solver)
     assert b8.shape == (8, 1, 8, 8)
-    torch.testing.assert_close(b2, b8, rtol=0, atol=1e-5)
-    torch.testing.assert_close(first4, b8[:4], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b2, b8, rtol=0, atol=1e-4)
+    torch.testing.assert_close(first4, b8[:4], rtol=0, atol=1e-4)
     other = _sample(run_dir, tmp_path, "--num", "8", "--batch-size", "8", "--solver", solver, "--seed", "4")
     assert not torch.equal(other, b8)  # another seed: other images
     assert not torch.equal(b8[0], b8[1])  # every image its own noise
