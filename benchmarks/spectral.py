@@ -43,9 +43,11 @@ import torch
 
 from noiselevels import spectral as sp
 from noiselevels.runs.checkpoint import latest_checkpoint
+from noiselevels.runs.config import TrainConfig
 from noiselevels.runs.data import load_dataset
 from noiselevels.runs.evaluate import sample_quality
-from noiselevels.runs.train import TrainConfig, generate, load_run, train
+from noiselevels.runs.run import generate, load_run
+from noiselevels.runs.train import train
 from noiselevels.sampling.spacings import spacing
 
 SPACINGS = ("schedule", "karras", "exponential")

@@ -36,10 +36,12 @@ import torch
 from noiselevels.plots import plot_logsnr
 from noiselevels.runs import sweep
 from noiselevels.runs.checkpoint import latest_checkpoint
+from noiselevels.runs.config import TrainConfig
 from noiselevels.runs.data import balanced_indices
 from noiselevels.runs.evaluate import bits_per_dim, sample_quality
 from noiselevels.runs.images import make_grid, save_image
-from noiselevels.runs.train import TrainConfig, generate, load_run, train
+from noiselevels.runs.run import generate, load_run
+from noiselevels.runs.train import train
 
 DEMO_CONFIG = {
     "noise": {

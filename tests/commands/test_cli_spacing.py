@@ -186,7 +186,7 @@ def _tiny_flow_run(out, data: str) -> None:
 
 
 def test_optimize_diffusers_warns_outside_the_trained_range(tmp_path, capsys):
-    from noiselevels.runs.train import load_run
+    from noiselevels.runs.run import load_run
 
     _tiny_flow_run(tmp_path, "two_moons")
     lo, hi = load_run(tmp_path).trained_sigma_range()
@@ -209,7 +209,7 @@ def test_optimize_run_fits_a_class_balanced_training_subset(tmp_path, capsys, mo
     """`--run` optimises on a seeded class-balanced subset, not the first N (class-ordered) examples."""
     import noiselevels.sampling.optimize as opt
     from noiselevels.runs.data import balanced_indices
-    from noiselevels.runs.train import load_run
+    from noiselevels.runs.run import load_run
 
     _tiny_flow_run(tmp_path, "gaussian_mixture_2d")
     seen = {}

@@ -347,7 +347,9 @@ def test_resolve_spectral_config_rejects_typos():
 
 
 def test_tiny_per_instance_training_run_end_to_end(tmp_path):
-    from noiselevels.runs.train import TrainConfig, generate, load_run, train
+    from noiselevels.runs.config import TrainConfig
+    from noiselevels.runs.run import generate, load_run
+    from noiselevels.runs.train import train
 
     cfg = TrainConfig.from_dict(
         {

@@ -197,7 +197,7 @@ def _run_optimize(args) -> int:
         reference = prob.reference_solve if args.problem == "gaussian" else None
         x0 = prob.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
     else:
-        from noiselevels.runs.train import load_run
+        from noiselevels.runs.run import load_run
 
         run = load_run(args.run)
         if run.conditional:

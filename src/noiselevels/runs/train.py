@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from noiselevels.runs.adaptive import sampler_state
 from noiselevels.runs.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -317,11 +318,7 @@ class _Trainer:
         self.log = list(st["log"])
         self.interval = LogInterval.from_dict(st["interval"])
         if self.sampler is not None:
-            sampler_state = dict(st.get("sampler", {}))
-            for k, v in ck.extra.items():
-                if k.startswith("sampler."):
-                    sampler_state[k[len("sampler.") :]] = v
-            self.sampler.load_state_dict(sampler_state)
+            self.sampler.load_state_dict(sampler_state(st, ck.extra))
 
     def write_run_files(self) -> None:
         """config.json / .toml, data.json and (per-instance runs) spectral.json — main process only."""
