@@ -27,7 +27,8 @@ import noiselevels.training.densities.combinators
 import noiselevels.training.densities.flow_time
 import noiselevels.training.densities.logsnr
 import noiselevels.training.objective
-import noiselevels.training.tool_weightings
+import noiselevels.training.tool_weightings.ai_toolkit
+import noiselevels.training.tool_weightings.kohya
 import noiselevels.training.weightings  # noqa: F401  (registers weightings)
 from noiselevels.components import _KINDS, Registry
 
