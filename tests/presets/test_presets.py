@@ -78,7 +78,7 @@ def test_vocabularies_present():
         "onetrainer:" + n
         for n in ("uniform", "logit_normal", "heavy_tail", "beta", "cos_map", "sigmoid", "inverted_parabola")
     }
-    expected |= {"simpletuner:" + n for n in ("sigmoid", "uniform", "beta", "snr_gamma")}
+    expected |= {"simpletuner:" + n for n in ("sigmoid", "uniform", "beta", "snr_gamma", "ddpm")}
     assert expected <= names
     assert set(list_presets("kohya")) == {n for n in names if n.startswith("kohya:")}
 
@@ -135,10 +135,12 @@ def test_kohya_shift_and_flux_shift():
 
 def test_same_name_same_thing_across_tools():
     base = preset("kohya:sigmoid")
-    for other in ("ai-toolkit:sigmoid", "simpletuner:sigmoid", "onetrainer:logit_normal"):
+    for other in ("ai-toolkit:sigmoid", "onetrainer:logit_normal"):
         c = compare(base, preset(other))
         assert c.tv == 0.0, other
-    assert compare(preset("kohya:shift"), preset("simpletuner:sigmoid", flow_schedule_shift=3.0)).tv < 1e-12
+    assert compare(base, preset("simpletuner:sigmoid", flow_schedule_shift=0)).tv == 0.0
+    # SimpleTuner's flow_schedule_shift defaults to 3.0, as kohya's --discrete_flow_shift
+    assert compare(preset("kohya:shift"), preset("simpletuner:sigmoid")).tv < 1e-12
     # OneTrainer's LOGIT_NORMAL has std w + 1
     ot = preset("onetrainer:logit_normal", noising_weight=0.5, noising_bias=0.2)
     assert_close(ot.density.log_prob(LAM), normal_logpdf(LAM, -0.4, 3.0))
