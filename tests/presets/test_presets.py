@@ -135,26 +135,33 @@ def test_kohya_shift_and_flux_shift():
 
 def test_same_name_same_thing_across_tools():
     base = preset("kohya:sigmoid")
-    for other in ("ai-toolkit:sigmoid", "onetrainer:logit_normal"):
+    for other in ("ai-toolkit:sigmoid",):
         c = compare(base, preset(other))
         assert c.tv == 0.0, other
     assert compare(base, preset("simpletuner:sigmoid", flow_schedule_shift=0)).tv == 0.0
     # SimpleTuner's flow_schedule_shift defaults to 3.0, as kohya's --discrete_flow_shift
     assert compare(preset("kohya:shift"), preset("simpletuner:sigmoid")).tv < 1e-12
-    # OneTrainer's LOGIT_NORMAL has std w + 1
+    # OneTrainer's LOGIT_NORMAL (std w + 1) is the same logit-normal drawn into integer timesteps: its cdf
+    # at each timestep's own level σ = (i + 1)/1000 is the logit-normal's, and the whole differs by TV < 0.005
+    assert compare(base, preset("onetrainer:logit_normal")).tv < 0.005
     ot = preset("onetrainer:logit_normal", noising_weight=0.5, noising_bias=0.2)
-    assert_close(ot.density.log_prob(LAM), normal_logpdf(LAM, -0.4, 3.0))
+    lam_i = _flow_lam_of_timesteps()
+    assert_close(ot.density.cdf(lam_i), torch.special.ndtr((lam_i + 0.4) / 3.0))
+
+
+def _flow_lam_of_timesteps():
+    """λ of OneTrainer's flow timesteps i = 0 … 998 (σ = (i + 1)/1000; i = 999 is λ = −∞)."""
+    sigma = torch.arange(1, 1000, dtype=torch.float64) / 1000
+    return 2 * torch.log((1 - sigma) / sigma)
 
 
 def test_onetrainer_sigmoid_is_not_logit_normal():
-    ot, ko = preset("onetrainer:sigmoid"), preset("kohya:sigmoid")
-    assert ot.density.name == "sigmoid_t" and ko.density.name == "logit_normal"
+    ot, ko = preset("onetrainer:sigmoid", noising_weight=1.0), preset("kohya:sigmoid")
+    assert ot.density.name == "onetrainer_timesteps" and ko.density.name == "logit_normal"
     assert compare(ot, ko).tv_density > 0.2
-    # q(t) ∝ sigmoid(w(t − ½)) over flow t: the density over λ is q(t)·t(1 − t)/2
-    w = 1.0
-    t = flow_t(logsnr=LAM)
-    z = (math.log1p(math.exp(w / 2)) - math.log1p(math.exp(-w / 2))) / w
-    assert_close(ot.density.prob(LAM), torch.sigmoid(w * (t - 0.5)) / z * t * (1 - t) / 2)
+    # multinomial over the 1000 timesteps ∝ sigmoid(w(j/999 − ½)) (no shift)
+    q = torch.sigmoid(torch.linspace(0.0, 1.0, 1000, dtype=torch.float64) - 0.5)
+    assert_close(ot.density.probs, q / q.sum())
 
 
 # -- ai-toolkit --------------------------------------------------------------------------------------
@@ -300,19 +307,38 @@ def test_diffusers_sd3_shift_moves_logit_normal():
 
 # -- OneTrainer ------------------------------------------------------------------------------------------
 def test_onetrainer_distributions():
-    assert preset("onetrainer:heavy_tail", noising_weight=1.29).density == density("mode", scale=1.29)
-    assert preset("onetrainer:cos_map").density == density("cosmap")
-    assert preset("onetrainer:beta", noising_weight=2.0, noising_bias=3.0).density == density(
-        "beta", a=2.0, b=3.0
-    )
-    ip = preset("onetrainer:inverted_parabola", noising_weight=2.0, noising_bias=0.1).density
-    assert ip == density("inverted_parabola", weight=2.0, bias=0.1)
+    # integer timesteps: at each timestep's own level the cdf is the continuous distribution's (tests/presets/
+    # test_onetrainer.py compares every preset with a re-implementation of the tool's sampler)
+    lam_i = _flow_lam_of_timesteps()
+    for name, dens in [
+        ("heavy_tail", density("mode", scale=1.29)),
+        ("beta", density("beta", a=2.0, b=3.0)),
+        ("uniform", density("uniform_t", schedule=preset("kohya:shift").schedule)),
+    ]:
+        cfg = preset(
+            f"onetrainer:{name}", noising_weight=1.29 if name == "heavy_tail" else 2.0, noising_bias=3.0
+        )
+        assert_close(cfg.density.cdf(lam_i), dens.cdf(lam_i))
     shifted = preset("onetrainer:logit_normal", timestep_shift=2.0).density
-    assert_close(shifted.log_prob(LAM), normal_logpdf(LAM, -2 * math.log(2.0), 2.0))
-    p2 = preset("onetrainer:uniform", loss_weight_fn="P2", loss_weight_strength=1.0).weighting(LAM)
-    assert_close(p2, FLOW_F / (1 + SNR))
-    with pytest.raises(ValueError, match="unknown loss_weight_fn 'SIGMA'"):
-        preset("onetrainer:uniform", loss_weight_fn="SIGMA")
+    assert_close(shifted.cdf(lam_i), torch.special.ndtr((lam_i + 2 * math.log(2.0)) / 2.0))
+    # the multinomial ones: weights at the 1000 points j/999 (no shift)
+    x = torch.linspace(0.0, 1.0, 1000, dtype=torch.float64)
+    ip = preset("onetrainer:inverted_parabola", noising_weight=2.0, noising_bias=0.1).density.probs
+    q = torch.clamp(2 - 2.0 * (x - 0.6) ** 2, min=0.0)
+    assert_close(ip, q / q.sum())
+    q = 2 / (math.pi * (1 - 2 * x + 2 * x**2))
+    assert_close(preset("onetrainer:cos_map").density.probs, q / q.sum())
+    # loss weights: P2 on ε (1 + SNR)^−γ; flow models take only CONSTANT and SIGMA (σ on the flow loss)
+    p2 = preset("onetrainer:uniform", loss_weight_fn="P2", loss_weight_strength=1.0, model="eps").weighting(
+        LAM
+    )
+    assert_close(p2, 1 / (1 + SNR))
+    sigma = preset("onetrainer:uniform", loss_weight_fn="SIGMA").weighting(LAM)
+    assert_close(sigma, FLOW_F * flow_t(logsnr=LAM))
+    with pytest.raises(ValueError, match="not implemented for flow matching models"):
+        preset("onetrainer:uniform", loss_weight_fn="P2")
+    with pytest.raises(ValueError, match="unknown loss_weight_fn 'sigma'"):
+        preset("onetrainer:uniform", loss_weight_fn="sigma")
 
 
 def test_one_module_per_tool_and_registered_tool_weightings():
