@@ -1,0 +1,121 @@
+"""The tools' real config files (tests/presets/fixtures, written in each tool's format) read as the exact
+preset they should resolve to: total variation of the normalised W ≤ 0.01."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noiselevels.analysis import compare
+from noiselevels.presets import preset
+from noiselevels.presets.files import TABLES, is_tool_file, read_tool_file
+from noiselevels.presets.files.families import FAMILIES, image_seq_len
+
+FIX = Path(__file__).parent / "fixtures"
+
+CASES = [
+    ("kohya_flux_shift.sh", "kohya", "kohya:flux_shift", {"sigmoid_scale": 1.0, "image_seq_len": 4096}),
+    (
+        "kohya_flux_shift_dataset.bat",
+        "kohya",
+        "kohya:flux_shift",
+        {"sigmoid_scale": 1.5, "image_seq_len": 2304},
+    ),
+    ("kohya_flux_config.toml", "kohya", "kohya:shift", {"discrete_flow_shift": 3.1582, "sigmoid_scale": 1.0}),
+    ("kohya_sdxl.txt", "kohya", "kohya:ddpm", {"min_snr_gamma": 5}),
+    ("ai_toolkit_flux.yaml", "ai-toolkit", "ai-toolkit:weighted", {}),
+    ("ai_toolkit_sdxl.yaml", "ai-toolkit", "ai-toolkit:min_snr_gamma", {"gamma": 5}),
+    (
+        "onetrainer_flux.json",
+        "onetrainer",
+        "onetrainer:logit_normal",
+        {"timestep_shift": 3.0, "model": "flow"},
+    ),
+    (
+        "onetrainer_sdxl.json",
+        "onetrainer",
+        "onetrainer:uniform",
+        {"loss_weight_fn": "MIN_SNR_GAMMA", "loss_weight_strength": 5.0, "model": "eps"},
+    ),
+    ("simpletuner_flux.json", "simpletuner", "simpletuner:sigmoid", {"flow_schedule_shift": 3.0}),
+    ("simpletuner_sdxl.toml", "simpletuner", "simpletuner:snr_gamma", {"snr_gamma": 5.0}),
+    ("diffusers_sd3.sh", "diffusers", "diffusers:sd3", {"weighting_scheme": "logit_normal", "shift": 3.0}),
+    (
+        "diffusers_sd15.sh",
+        "diffusers",
+        "diffusers:snr_gamma",
+        {"snr_gamma": 5.0, "prediction_type": "epsilon"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("fname", "tool", "name", "params"), CASES, ids=[c[0] for c in CASES])
+def test_fixture_reads_as_its_preset(fname, tool, name, params):
+    r = read_tool_file(str(FIX / fname))
+    assert (r.tool, r.preset) == (tool, name)
+    assert r.read_as.startswith(f"{tool} ")
+    assert compare(r.config, preset(name, **params)).tv <= 0.01
+
+
+def test_unmodelled_options_are_listed():
+    r = read_tool_file(str(FIX / "kohya_flux_shift.sh"))
+    assert any(m.startswith("noise_offset = 0.05") for m in r.unmodelled)
+    assert "native resolution; pass --resolution" in r.read_as
+    assert any(
+        "offset_noise_weight" in m for m in read_tool_file(str(FIX / "onetrainer_flux.json")).unmodelled
+    )
+    # an option at its "off" value is not listed
+    assert not read_tool_file(str(FIX / "ai_toolkit_flux.yaml")).unmodelled
+
+
+def test_resolution_flag_and_dataset_config():
+    r = read_tool_file(str(FIX / "kohya_flux_shift.sh"), resolution="512")
+    assert r.params["image_seq_len"] == 1024 and "--resolution" in r.read_as
+    r = read_tool_file(str(FIX / "kohya_flux_shift_dataset.bat"))
+    assert "kohya_dataset.toml" in r.read_as and r.params["image_seq_len"] == 2304
+    assert image_seq_len(FAMILIES["flux"], 1024, 1024) == 4096
+
+
+def test_stdin_and_forced_tool(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO((FIX / "kohya_sdxl.txt").read_text()))
+    assert read_tool_file("-").preset == "kohya:ddpm"
+    with pytest.raises(ValueError, match="unknown kohya script"):
+        read_tool_file(str(FIX / "diffusers_sd3.sh"), tool="kohya")
+    with pytest.raises(ValueError, match="unknown tool"):
+        read_tool_file(str(FIX / "kohya_sdxl.txt"), tool="comfy")
+
+
+def test_tables_have_the_documented_shape():
+    for tool, t in TABLES.items():
+        assert t.tool == tool and isinstance(t.params, dict) and isinstance(t.unmodelled, dict)
+
+
+def test_noise_toml_keeps_its_meaning():
+    assert not is_tool_file("examples/configs/kohya_flux_sigmoid.toml")
+    assert is_tool_file(str(FIX / "kohya_flux_config.toml"))
+
+
+@pytest.mark.parametrize("fname", ["unknown.txt", "not_a_job.yaml", "kohya_dataset.toml"])
+def test_bad_files_one_line_exit_2(fname):
+    out = subprocess.run(
+        [sys.executable, "-m", "noiselevels", "inspect", str(FIX / fname), "--no-plots"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("noiselevels: error: ")
+
+
+def test_inspect_and_compare_take_tool_files():
+    run = [sys.executable, "-m", "noiselevels"]
+    out = subprocess.run([*run, "inspect", str(FIX / "kohya_flux_shift.sh"), "--no-plots"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert out.splitlines()[0].startswith("read as: kohya flux_train_network.py")
+    b = "simpletuner:sigmoid?flow_schedule_shift=3"
+    args = [*run, "compare", str(FIX / "simpletuner_flux.json"), b, "--no-plots"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert "read as: simpletuner" in out and "0.000" in out
