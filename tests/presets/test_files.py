@@ -42,7 +42,7 @@ CASES = [
         {"loss_weight_fn": "MIN_SNR_GAMMA", "loss_weight_strength": 5.0, "model": "eps"},
     ),
     ("simpletuner_flux.json", "simpletuner", "simpletuner:sigmoid", {"flow_schedule_shift": 3.0}),
-    ("simpletuner_sdxl.toml", "simpletuner", "simpletuner:snr_gamma", {"snr_gamma": 5.0}),
+    ("simpletuner_sdxl.toml", "simpletuner", "simpletuner:ddpm", {"snr_gamma": 5.0}),
     ("diffusers_sd3.sh", "diffusers", "diffusers:sd3", {"weighting_scheme": "logit_normal", "shift": 3.0}),
     (
         "diffusers_sd15.sh",

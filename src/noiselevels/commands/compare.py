@@ -1,6 +1,8 @@
 """``noiselevels compare A B [--out DIR] [--json FILE]``: how far apart two configurations' weightings are.
 
-A and B are each a TOML file with a [noise] section or a preset name (``kohya:sigmoid``; parameters
+A and B are each a TOML file with a [noise] section, a training tool's own file as it is (ai-toolkit
+YAML, kohya command line or --config_file TOML, OneTrainer / SimpleTuner JSON, diffusers command line) or
+a preset name (``kohya:sigmoid``; parameters
 as ``kohya:shift?discrete_flow_shift=3.16&sigmoid_scale=1``). Prints the total-variation distance
 of the normalised effective weightings W = p·w, where they differ most, the shift in noise level
 between them (as a flow shift factor) and the ratio of their overall loss scales; writes overlaid
@@ -13,7 +15,13 @@ import argparse
 from pathlib import Path
 
 from noiselevels.commands._args import preset_spec
-from noiselevels.commands.inspect import add_range_args, window, write_json
+from noiselevels.commands.inspect import (
+    add_range_args,
+    add_tool_file_args,
+    read_tool_config,
+    window,
+    write_json,
+)
 
 
 def register(subparsers) -> None:
@@ -26,12 +34,15 @@ def register(subparsers) -> None:
             "examples:\n"
             "  noiselevels compare examples/configs/kohya_flux_sigmoid.toml ai-toolkit:sigmoid\n"
             "  noiselevels compare kohya:sigmoid onetrainer:sigmoid --out runs/compare\n"
+            "  noiselevels compare examples/configs/kohya_flux_lora.sh \\\n"
+            "      examples/configs/ai_toolkit_flux_lora.yaml\n"
             "  noiselevels compare 'kohya:shift?discrete_flow_shift=3' diffusers:logit_normal \\\n"
             "      --json cmp.json\n"
         ),
     )
-    p.add_argument("a", help="TOML file or preset name (tool:name[?k=v&k=v])")
-    p.add_argument("b", help="TOML file or preset name (tool:name[?k=v&k=v])")
+    p.add_argument("a", help="TOML file, a tool's config file, or preset name (tool:name[?k=v&k=v])")
+    p.add_argument("b", help="TOML file, a tool's config file, or preset name (tool:name[?k=v&k=v])")
+    add_tool_file_args(p)
     p.add_argument(
         "--out", metavar="DIR", default="runs/compare", help="folder for the PNGs (default runs/compare)"
     )
@@ -41,12 +52,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_any(spec: str):
-    """A NoiseConfig from a TOML path or a preset name ``tool:name[?k=v&...]``; and its label."""
+def load_any(spec: str, args=None):
+    """A NoiseConfig from a noiselevels TOML, a tool's file (``args`` gives --tool / --resolution) or a
+    preset name ``tool:name[?k=v&...]``; and its label."""
     from noiselevels.config import load_config
     from noiselevels.presets import PRESETS, preset
 
-    if spec.endswith(".toml") or Path(spec).is_file():
+    if spec == "-" or spec.endswith(".toml") or Path(spec).is_file():
+        cfg = None if args is None else read_tool_config(spec, args)
+        if cfg is not None:
+            return cfg, "stdin" if spec == "-" else Path(spec).name
         return load_config(spec), Path(spec).stem
     name, params = preset_spec(spec, f"preset {spec!r}: parameter")
     if name not in PRESETS:
@@ -59,8 +74,8 @@ def load_any(spec: str):
 def run(args) -> int:
     from noiselevels.analysis import compare
 
-    cfg_a, label_a = load_any(args.a)
-    cfg_b, label_b = load_any(args.b)
+    cfg_a, label_a = load_any(args.a, args)
+    cfg_b, label_b = load_any(args.b, args)
     if label_a == label_b:
         label_a, label_b = f"A: {label_a}", f"B: {label_b}"
     lo, hi, n = window(args)

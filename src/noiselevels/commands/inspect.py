@@ -1,10 +1,14 @@
-"""``noiselevels inspect [CONFIG.toml] [--preset TOOL:NAME] [component flags] [--out DIR] [--json FILE]``.
+"""``noiselevels inspect [FILE] [--preset TOOL:NAME] [component flags] [--out DIR] [--json FILE]``.
 
 Shows what a training configuration actually weights: the density p(λ) its noise levels are drawn
 from, the loss weight w(λ) in ε-MSE units and the effective weighting W(λ) = p(λ)·w(λ), as PNG plots
 over λ and over the tool's own time axis, a printed summary, and (``--json``) the curves on a λ grid.
-With ``--spacing NAME --steps N`` it also shows where a sampler's levels fall against the training
-density: how many steps land where training rarely looked (marked on the λ plot).
+FILE is a noiselevels TOML with a [noise] table, or a training tool's own file as it is (ai-toolkit job
+YAML, kohya command line or --config_file TOML, OneTrainer JSON, SimpleTuner config.json/.toml, a diffusers
+script's command line; ``-`` reads a pasted command line); it first says what it read it as and which
+options that affect noise levels it does not model. With ``--spacing NAME --steps N`` it also shows
+where a sampler's levels fall against the training density: how many steps land where training rarely
+looked (marked on the λ plot).
 """
 
 from __future__ import annotations
@@ -29,6 +33,33 @@ def add_range_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, default=None, metavar="N", help="λ grid points (default 2001)")
 
 
+def add_tool_file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tool",
+        choices=["ai-toolkit", "kohya", "onetrainer", "simpletuner", "diffusers"],
+        help="read the file as this tool's (default: detected)",
+    )
+    p.add_argument(
+        "--resolution",
+        metavar="W[xH]",
+        help="training resolution for resolution-dependent shifts (default: the file's, else the model's)",
+    )
+
+
+def read_tool_config(path: str, args):
+    """A tool's own file as a NoiseConfig (printing what it was read as), or None for a noiselevels TOML."""
+    from noiselevels.presets.files import is_tool_file, read_tool_file
+
+    if not is_tool_file(path):
+        if args.tool:
+            raise ValueError(f"{path}: a noiselevels config ([noise] table); --tool applies to tools' files")
+        return None
+    res = read_tool_file(path, tool=args.tool, resolution=args.resolution)
+    for line in res.lines():
+        print(line)
+    return res.config
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inspect",
@@ -38,6 +69,7 @@ def register(subparsers) -> None:
         epilog=(
             "examples:\n"
             "  noiselevels inspect examples/configs/kohya_flux_sigmoid.toml --out runs/inspect\n"
+            "  noiselevels inspect examples/configs/kohya_flux_lora.sh --resolution 768\n"
             "  noiselevels inspect --preset ai-toolkit:weighted --json weighted.json\n"
             "  noiselevels inspect --preset kohya:shift --preset-param discrete_flow_shift=3.1582\n"
             "  noiselevels inspect --process vp --parameterization v --schedule cosine \\\n"
@@ -47,7 +79,12 @@ def register(subparsers) -> None:
             "  noiselevels inspect --list-presets\n"
         ),
     )
-    p.add_argument("config", nargs="?", help="TOML file with a [noise] section")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="TOML file with a [noise] section, or a tool's config file / command line ('-': stdin)",
+    )
+    add_tool_file_args(p)
     p.add_argument(
         "--preset",
         metavar="TOOL:NAME",
@@ -169,13 +206,15 @@ def run(args) -> int:
             print(f"{name:44s} {PRESETS[name].summary}")
         return 0
 
-    from noiselevels.config import noise_config
+    cfg = tool_file_config(args)
+    if cfg is None:
+        from noiselevels.config import noise_config
 
-    noise = noise_table(args)
-    try:
-        cfg = noise_config(noise)
-    except ValueError as e:
-        raise ValueError(f"{args.config or 'command line'}: {e}") from None
+        noise = noise_table(args)
+        try:
+            cfg = noise_config(noise)
+        except ValueError as e:
+            raise ValueError(f"{args.config or 'command line'}: {e}") from None
     lo, hi, n = window(args)
     eff = cfg.effective_weighting()
     summary = eff.summary(lo, hi, n)
@@ -199,6 +238,32 @@ def run(args) -> int:
         write_json(args.json, payload)
         print(f"json: {args.json}")
     return 0
+
+
+def tool_file_config(args):
+    """The NoiseConfig of a tool's file given as CONFIG (None for a noiselevels TOML or no file)."""
+    if args.config is None:
+        if args.tool or args.resolution:
+            raise ValueError("--tool and --resolution need a tool's FILE")
+        return None
+    cfg = read_tool_config(args.config, args)
+    if cfg is None:
+        return None
+    given = (
+        ("--preset", args.preset),
+        ("--process", args.process),
+        ("--density", args.density),
+        ("--parameterization", args.parameterization),
+        ("--weighting", args.weighting),
+        ("--schedule", args.schedule),
+        ("--set", args.overrides),
+        ("--preset-param", args.preset_param),
+    )
+    flags = [f for f, v in given if v]  # fmt: skip
+    if flags:
+        raise ValueError(f"{flags[0]} cannot be combined with a tool's file ({args.config})")
+    print()
+    return cfg
 
 
 def print_alignment(cfg, sp, sigmas, *, tail: float):

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from noiselevels.presets import PRESETS
 from noiselevels.presets.files._parsed import Parsed, parse_resolution
 from noiselevels.presets.files._table import ToolTable, map_params
 from noiselevels.presets.files.families import family
@@ -21,7 +22,8 @@ _PARAMS = (
     "flow_sigmoid_scale", "flow_schedule_shift", "flow_schedule_auto_shift", "flux_fast_schedule",
     "flow_beta_schedule_alpha", "flow_beta_schedule_beta", "snr_gamma", "prediction_type",
     "timestep_bias_strategy", "timestep_bias_multiplier", "timestep_bias_begin", "timestep_bias_end",
-    "timestep_bias_portion",
+    "timestep_bias_portion", "timestep_sampling_offset", "train_batch_size",
+    "disable_segmented_timestep_sampling",
 )  # fmt: skip
 TABLE = ToolTable(
     tool="simpletuner",
@@ -67,6 +69,13 @@ def choose(p: Parsed) -> tuple[str, dict[str, Any], list[str]]:
     opts = p.options
     skip: tuple[str, ...] = _SWITCHES
     if p.family.process != "flow":
+        if "simpletuner:ddpm" in PRESETS:
+            name = "simpletuner:ddpm"
+            params, missing = map_params(TABLE, name, opts, skip=skip)
+            params.setdefault(
+                "prediction_type", "v_prediction" if p.family.parameterization == "v" else "epsilon"
+            )
+            return name, params, missing
         if opts.get("snr_gamma"):
             name = "simpletuner:snr_gamma"
         else:
