@@ -26,7 +26,7 @@ from typing import Any
 from noiselevels.noise import NoiseConfig
 from noiselevels.presets import PRESETS, preset
 from noiselevels.presets.files import ai_toolkit, diffusers, kohya, onetrainer, simpletuner
-from noiselevels.presets.files._parsed import Parsed, parse_resolution
+from noiselevels.presets.files._parsed import Parsed, parse_command_line, parse_resolution
 from noiselevels.presets.files._table import ToolTable
 from noiselevels.presets.files.families import image_seq_len
 
@@ -105,8 +105,6 @@ def _read(path: str, tool: str | None) -> Parsed:
 
 
 def _script(text: str, path: str) -> tuple[str, dict]:
-    from noiselevels.presets.files._parsed import parse_command_line
-
     try:
         return parse_command_line(text)
     except ValueError as e:
