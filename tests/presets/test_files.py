@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from noiselevels.analysis import compare
-from noiselevels.presets import preset
+from noiselevels.presets import PRESETS, preset
 from noiselevels.presets.files import TABLES, is_tool_file, read_tool_file
 from noiselevels.presets.files.families import FAMILIES, image_seq_len
 
@@ -119,3 +119,11 @@ def test_inspect_and_compare_take_tool_files():
     args = [*run, "compare", str(FIX / "simpletuner_flux.json"), b, "--no-plots"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     assert "read as: simpletuner" in out and "0.000" in out
+
+
+@pytest.mark.skipif("diffusers:flux" not in PRESETS, reason="diffusers:flux not defined")
+def test_diffusers_flux_script():
+    r = read_tool_file(str(FIX / "diffusers_flux.sh"))
+    assert r.preset == "diffusers:flux"
+    want = preset("diffusers:flux", weighting_scheme="logit_normal", logit_mean=0.5)
+    assert compare(r.config, want).tv <= 0.01

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from noiselevels.presets import PRESETS
 from noiselevels.presets.files._parsed import Parsed, parse_command_line, parse_resolution
 from noiselevels.presets.files._table import ToolTable, map_params
 from noiselevels.presets.files.families import FAMILIES
@@ -17,7 +18,7 @@ TABLE = ToolTable(
     tool="diffusers",
     selector=None,
     default=None,
-    presets={"flow": "diffusers:sd3", "ddpm": "diffusers:snr_gamma"},
+    presets={"flow": "diffusers:sd3", "flux": "diffusers:flux", "ddpm": "diffusers:snr_gamma"},
     params={p: p for p in ("weighting_scheme", "logit_mean", "logit_std", "mode_scale",
                            "precondition_outputs", "snr_gamma", "prediction_type")},
     unmodelled={
@@ -56,6 +57,9 @@ def read_command_line(text: str) -> Parsed:
 
 def choose(p: Parsed) -> tuple[str, dict[str, Any], list[str]]:
     opts = dict(p.options)
+    if p.family.name == "flux" and "diffusers:flux" in PRESETS:
+        name = "diffusers:flux"
+        return (name, *map_params(TABLE, name, opts, skip=("snr_gamma", "prediction_type")))
     if p.family.process == "flow":
         name = "diffusers:sd3"
         params, missing = map_params(TABLE, name, opts, skip=("snr_gamma", "prediction_type"))
