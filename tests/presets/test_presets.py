@@ -26,6 +26,7 @@ from noiselevels.presets import (
     qualified_name,
     simpletuner,
 )
+from noiselevels.presets._common import _uniform_flow
 from noiselevels.schedules import flux_mu
 from noiselevels.training import tool_weightings
 from noiselevels.training.densities import density
@@ -72,7 +73,8 @@ def test_vocabularies_present():
         )
     }
     expected |= {
-        "diffusers:" + n for n in ("sd3", "logit_normal", "mode", "cosmap", "sigma_sqrt", "none", "snr_gamma")
+        "diffusers:" + n
+        for n in ("sd3", "logit_normal", "mode", "cosmap", "sigma_sqrt", "none", "flux", "snr_gamma")
     }
     expected |= {
         "onetrainer:" + n
@@ -279,9 +281,13 @@ def test_diffusers_one_name_two_functions():
         preset("diffusers:cosmap"),
         preset("diffusers:sigma_sqrt"),
     )
-    # the density function silently falls back to uniform for cosmap / sigma_sqrt
-    assert cosmap.density == none.density == sigma_sqrt.density
-    assert none.density.name == "uniform_t"
+    # the density function silently falls back to uniform for cosmap / sigma_sqrt (SD3's shifted table)
+    assert cosmap.density == sigma_sqrt.density == _uniform_flow(3.0)
+    assert cosmap.density.name == "uniform_t"
+    # 'none' is only the Flux script's (its default): uniform on the unshifted table, the plain flow loss
+    assert none.density == preset("diffusers:flux", weighting_scheme="cosmap").density
+    assert none.density == _uniform_flow(1.0)
+    assert_close(none.weighting(LAM), FLOW_F)
     # the weight function falls back to 1 for logit_normal / mode (on the preconditioned x0 loss)
     ln = preset("diffusers:logit_normal")
     assert ln.density.name == "logit_normal"
@@ -299,7 +305,9 @@ def test_diffusers_one_name_two_functions():
 
 def test_diffusers_sd3_shift_moves_logit_normal():
     cfg = preset("diffusers:sd3", weighting_scheme="logit_normal", logit_mean=0.5, logit_std=1.2, shift=3.0)
-    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, -2 * (0.5 + math.log(3.0)), 2.4))
+    # u indexes the descending table, σ = shift(1 − u): logit-normal(−0.5 + log 3, 1.2) over σ
+    # (it was logit-normal(+0.5 + log 3): the mean's sign was flipped)
+    assert_close(cfg.density.log_prob(LAM), normal_logpdf(LAM, -2 * (-0.5 + math.log(3.0)), 2.4))
     mode = preset("diffusers:sd3", weighting_scheme="mode", mode_scale=1.29, shift=3.0).density
     base = density("mode", scale=1.29)
     assert_close(mode.log_prob(LAM), base.log_prob(LAM + 2 * math.log(3.0)))

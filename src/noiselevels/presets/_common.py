@@ -180,12 +180,19 @@ def _sd3_like(
 ) -> NoiseConfig:
     """One ``weighting_scheme`` name as both the density (``compute_density_for_timestep_sampling``:
     logit_normal, mode, else uniform, then the scheduler's shift) and the loss weight on the ``units``
-    loss (``_sd3_weight``)."""
+    loss (``_sd3_weight``).
+
+    u indexes the *descending* scheduler table: ``timesteps[int(u·1000)]``, whose σ is
+    shift((1000 − i)/1000) (diffusers ``scheduling_flow_match_euler_discrete.py`` ``__init__``), so the
+    drawn σ is shift(1 − u): u = sigmoid(n), n ~ N(logit_mean, logit_std) gives 1 − u = sigmoid(−n), a
+    logit-normal(−logit_mean, logit_std) σ, and a shift s adds log s to that mean. ``mode``'s u is
+    symmetric about ½ (1 − f(v) = f(1 − v)), so its direction does not matter. The integer index
+    (σ on the 1000-point grid, rounded towards noise by < 1/1000 in 1 − u) is treated as continuous."""
     _check_param(scheme, _SD3_SCHEMES, "weighting_scheme")
     check_positive("shift", shift)
     if scheme == "logit_normal":
         check_positive("logit_std", logit_std)
-        dens = _logit_normal(logit_mean + math.log(shift), logit_std)
+        dens = _logit_normal(-logit_mean + math.log(shift), logit_std)
     elif scheme == "mode":
         dens = _d("mode", scale=float(mode_scale))
         if shift != 1.0:
