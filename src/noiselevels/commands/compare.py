@@ -66,7 +66,7 @@ def load_any(spec: str, args=None):
     name, params = preset_spec(spec, f"preset {spec!r}: parameter")
     if name not in PRESETS:
         raise ValueError(
-            f"{spec!r} is neither a file nor a preset; valid presets: {', '.join(sorted(PRESETS))}"
+            f"{spec!r} is neither a TOML file nor a preset; valid presets: {', '.join(sorted(PRESETS))}"
         )
     return preset(name, **params), spec
 
