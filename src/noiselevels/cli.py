@@ -21,6 +21,7 @@ from noiselevels import __version__
 COMMAND_MODULES = [
     "inspect",
     "compare",
+    "convert",
     "spacing",
     "train",
     "sample",
