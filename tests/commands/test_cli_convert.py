@@ -29,3 +29,9 @@ def test_bad_input_is_one_line_exit_2(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("noiselevels: error:") and "\n" not in err
+
+
+def test_convert_a_tools_own_file(capsys):
+    assert main(["convert", "tests/presets/fixtures/ai_toolkit_flux.yaml", "--to", "kohya"]) == 0
+    out = capsys.readouterr().out
+    assert "read as: ai-toolkit" in out and "--timestep_sampling" in out
