@@ -30,6 +30,7 @@ from noiselevels.presets._common import _uniform_flow
 from noiselevels.schedules import flux_mu
 from noiselevels.training import tool_weightings
 from noiselevels.training.densities import density
+from noiselevels.training.tool_weightings.ai_toolkit import AI_TOOLKIT_WEIGHTS
 
 LAM = torch.linspace(-9.0, 9.0, 361, dtype=torch.float64)
 SNR = torch.exp(LAM)
@@ -137,9 +138,9 @@ def test_kohya_shift_and_flux_shift():
 
 def test_same_name_same_thing_across_tools():
     base = preset("kohya:sigmoid")
-    for other in ("ai-toolkit:sigmoid",):
-        c = compare(base, preset(other))
-        assert c.tv == 0.0, other
+    # ai-toolkit's sigmoid is the same logit-normal, but its index randint(0, 999) never reads the cleanest
+    # of the 1000 sorted levels (max_denoising_steps 999 is excluded): TV ≈ 1e-4, not 0
+    assert compare(base, preset("ai-toolkit:sigmoid")).tv < 2e-4
     assert compare(base, preset("simpletuner:sigmoid", flow_schedule_shift=0)).tv == 0.0
     # SimpleTuner's flow_schedule_shift defaults to 3.0, as kohya's --discrete_flow_shift
     assert compare(preset("kohya:shift"), preset("simpletuner:sigmoid")).tv < 1e-12
@@ -168,41 +169,57 @@ def test_onetrainer_sigmoid_is_not_logit_normal():
 
 # -- ai-toolkit --------------------------------------------------------------------------------------
 def test_ai_toolkit_linear_and_shift():
+    """Index cells [0, 999) of the 1000-level grid: σ uniform on [0.001, 1], i.e. the uniform-σ density
+    truncated at the cleanest level (max_denoising_steps = 999 is excluded by randint)."""
+    lam = LAM[LAM < 2 * math.log(0.999 / 0.001)]
     W = preset("ai-toolkit:linear").effective_weighting()
-    assert_close(W(LAM), 0.5 * torch.exp(-LAM / 2))
-    mu = flux_mu(4096, max_shift=1.16)
-    assert mu == pytest.approx(1.16)
+    assert_close(W(lam), 0.5 * torch.exp(-lam / 2) / 0.999)
+    # the Flux scheduler's max_shift is 1.15 (toolkit/sampler.py 84); 1.16 is only a fallback
+    mu = flux_mu(4096, max_shift=1.15)
+    assert mu == pytest.approx(1.15)
     cfg = preset("ai-toolkit:shift", image_seq_len=4096)
-    assert_close(cfg.density.prob(LAM), 0.125 / torch.cosh((LAM + 2 * mu) / 4) ** 2)
-    # kohya's flux_shift uses 1.15: the two disagree by 2·0.01 in λ
-    assert preset("ai-toolkit:shift", shift=3.0).density.prob(LAM).shape == LAM.shape
+    shifted = preset("ai-toolkit:flux_shift")
+    lam = LAM[LAM < 2 * math.log(0.999 / 0.001) - 2 * mu]
+    want = 0.125 / torch.cosh((lam + 2 * mu) / 4) ** 2 / 0.999
+    assert_close(cfg.density.prob(lam), want)
+    assert_close(shifted.density.prob(lam), want)
 
 
-def test_ai_toolkit_weighted_shape():
+def test_ai_toolkit_weighted_is_the_table():
+    """The flow-loss weight at the grid level σ_i = 1 − i/1000 is the tool's table entry i."""
     w = AiToolkitWeighted()
-    sig = torch.tensor([1e-9, 0.15, 0.2, 0.3, 0.55, 0.88, 1 - 1e-9], dtype=torch.float64)
-    lam = 2 * torch.log((1 - sig) / sig)
-    assert_close(
-        w(lam), torch.tensor([0.45, 0.72, 0.72, 0.72, 1.0, 1.5, 0.9], dtype=torch.float64), atol=0.05, rtol=0
-    )
-    sigs = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
-    vals = w(2 * torch.log((1 - sigs) / sigs))
-    assert float(sigs[int(vals.argmax())]) == pytest.approx(0.88, abs=0.011)
+    i = torch.arange(1, 1000, dtype=torch.float64)
+    sig = 1 - i / 1000
+    table = torch.tensor(AI_TOOLKIT_WEIGHTS, dtype=torch.float64)
+    assert_close(w(2 * torch.log((1 - sig) / sig)), table[1:], rtol=1e-12, atol=0)
+    assert float(sig[int(w(2 * torch.log((1 - sig) / sig)).argmax())]) == pytest.approx(0.876)
     cfg = preset("ai-toolkit:weighted")
     assert_close(cfg.weighting(LAM), w(LAM) * FLOW_F)
 
 
 def test_ai_toolkit_content_style():
+    """content / style are ``content_or_style`` on the default sigmoid type (not on a uniform grid):
+    the cubic index of the N(0, 2²) cdf F (content F^(1/3), style 1 − (1 − F)^(1/3)) read on a sorted sample
+    of 1000 levels, which differs from the continuous cubic by up to 0.04 at the ends (index 0 is the
+    minimum of 1000 draws, drawn with probability 0.1); tests/presets/test_ai_toolkit.py checks the
+    tool's own draws to KS 0.005."""
+    F = torch.special.ndtr(LAM / 2)
+    mid = (LAM > -5) & (LAM < 5)
+    content = preset("ai-toolkit:content").density.cdf(LAM)
+    style = preset("ai-toolkit:style").density.cdf(LAM)
+    assert_close(content[mid], F[mid] ** (1 / 3), atol=0.01, rtol=0)
+    assert_close(style[mid], 1 - (1 - F[mid]) ** (1 / 3), atol=0.01, rtol=0)
+    assert (content - F ** (1 / 3)).abs().max() < 0.05 and (style - 1 + (1 - F) ** (1 / 3)).abs().max() < 0.05
+    # on the linear grid they are the cubic index of uniform σ: Beta(1, ⅓) / Beta(⅓, 1) over σ
     t = flow_t(logsnr=LAM)
-    # style: σ = u³ ⇒ P(σ ≤ s) = s^(1/3); cdf over λ (increasing, clean end) = P(σ ≥ t) = 1 − t^(1/3)
-    assert_close(preset("ai-toolkit:style").density.cdf(LAM), 1 - t ** (1 / 3))
-    # content: σ = 1 − u³ ⇒ P(σ ≥ t) = P(u³ ≤ 1 − t) = (1 − t)^(1/3)
-    assert_close(preset("ai-toolkit:content").density.cdf(LAM), (1 - t) ** (1 / 3))
+    got = preset("ai-toolkit:linear", content_or_style="style").density.cdf(LAM)
+    assert_close(got, 1 - t ** (1 / 3), atol=2e-3, rtol=0)
 
 
 def test_ai_toolkit_lognorm_blend_is_a_mixture():
     d = preset("ai-toolkit:lognorm_blend").density
-    assert d.name == "mixture" and d.weights == pytest.approx((0.75, 0.25))
+    assert d.name == "truncated" and d.base.name == "mixture"
+    assert d.base.weights == pytest.approx((0.75, 0.25))
 
 
 def test_ai_toolkit_snr_gamma_vs_min_snr_gamma():
