@@ -27,6 +27,7 @@ import noiselevels.training.densities.combinators
 import noiselevels.training.densities.flow_time
 import noiselevels.training.densities.logsnr
 import noiselevels.training.objective
+import noiselevels.training.tool_densities.ai_toolkit
 import noiselevels.training.tool_densities.onetrainer
 import noiselevels.training.tool_weightings.ai_toolkit
 import noiselevels.training.tool_weightings.kohya

@@ -24,7 +24,7 @@ The tools disagree with each other (research notes §9); each disagreement is ke
 * ai-toolkit's ``snr_gamma`` is an unclamped γ/SNR and its ``min_snr_gamma`` is min(γ/SNR, 1), both
   applied to whatever loss the model has (no v-prediction variant); kohya and diffusers use
   min(SNR, γ)/SNR for ε and min(SNR, γ)/(SNR + 1) for v, which is min-SNR-γ in ε units for both.
-* Flux dynamic shift: ai-toolkit's μ uses max_shift 1.16, everyone else 1.15.
+* Flux dynamic shift: every tool's μ uses max_shift 1.15 (ai-toolkit's 1.16 is only a fallback).
 * diffusers' SD3 script passes one ``--weighting_scheme`` to both the density and the weight
   function; each silently falls back (to uniform / to 1) for the names it does not know, so
   ``cosmap`` is a weight there but a density in OneTrainer.
@@ -32,10 +32,12 @@ The tools disagree with each other (research notes §9); each disagreement is ke
   x₀, so its weights multiply an x₀-MSE, σ² times the flow-MSE; ``sigma_sqrt`` (σ⁻²) then gives back the
   plain flow loss.
 
-Approximations (documented in each builder): ai-toolkit ``weighted`` (a smooth bell fitted to the
-table's shape), ``lognorm_blend`` (the batch maximum replaced by its expected value), ai-toolkit's
-random 1000-point timestep grids and every tool's integer timestep indexing (treated as continuous).
-See docs/presets.md.
+Approximations (documented in each builder, with the measured KS against a re-implementation of the
+tool): ai-toolkit ``lognorm_blend`` (the batch maximum replaced by its median, KS 0.019) and
+``content_or_style`` on its fixed grids (a point mass at σ = 1 or 0.001 that a density over finite λ
+cannot hold), SimpleTuner's ``flux_fast_schedule`` (not modelled: a point mass at σ = 1), the diffusers
+scripts' 1000 fixed σ values (treated as continuous, KS ≈ 0.003). OneTrainer's and ai-toolkit's
+integer timesteps are exact (tabulated densities). See docs/presets.md.
 
 Layout: one module per tool (``ai_toolkit``, ``kohya``, ``diffusers``, ``onetrainer``, ``simpletuner``),
 each self-contained for that tool's options and collecting its presets in a ``TABLE``; ``_common`` holds

@@ -10,7 +10,7 @@ configuration using them is written to and read back from TOML like any other co
 presets (``noiselevels.presets``) only compose them.
 """
 
-from noiselevels.training.tool_weightings.ai_toolkit import AiToolkitWeighted
+from noiselevels.training.tool_weightings.ai_toolkit import AiToolkitLinearTimesteps, AiToolkitWeighted
 from noiselevels.training.tool_weightings.kohya import KohyaWeighting
 
-__all__ = ["AiToolkitWeighted", "KohyaWeighting"]
+__all__ = ["AiToolkitLinearTimesteps", "AiToolkitWeighted", "KohyaWeighting"]
