@@ -73,3 +73,19 @@ def test_emitters_write_each_tools_format():
 def test_unknown_tool_is_a_value_error():
     with pytest.raises(ValueError, match="valid tools"):
         convert(preset("kohya:shift"), "nope")
+
+
+def test_the_source_models_kind_is_kept():
+    # a v-prediction DDPM source converts to a DDPM preset for a v model, never to a flow preset
+    r = convert(preset("kohya:ddpm", v_parameterization=True), "simpletuner")
+    assert preset(r.preset, **r.params).parameterization == "v"
+    assert preset(r.preset, **r.params).process == "vp"
+    assert r.close
+
+
+def test_string_options_are_searched():
+    # min-SNR-γ exists in OneTrainer as a loss_weight_fn: the search finds it
+    r = convert(preset("kohya:min_snr_gamma", gamma=5.0), "onetrainer")
+    assert r.close
+    assert r.params.get("loss_weight_fn") == "MIN_SNR_GAMMA"
+    assert '"loss_weight_fn": "MIN_SNR_GAMMA"' in r.text

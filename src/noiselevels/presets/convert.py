@@ -55,6 +55,11 @@ _EXTRA: dict[str, dict[str, Any]] = {
     "diffusers:mode": {"weighting_scheme": "mode"},
     "diffusers:sigma_sqrt": {"weighting_scheme": "sigma_sqrt"},
 }  # fmt: skip
+# string options searched by screening each value at the default numbers (invalid ones are skipped)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "loss_weight_fn": ("CONSTANT", "SIGMA", "MIN_SNR_GAMMA", "DEBIASED_ESTIMATION", "P2"),
+    "weighting_scheme": ("none", "logit_normal", "mode", "cosmap", "sigma_sqrt"),
+}
 _RENAME: dict[str, dict[str, str]] = {
     "ai-toolkit:min_snr_gamma": {"gamma": "min_snr_gamma"},
     "ai-toolkit:snr_gamma": {"gamma": "snr_gamma"},
@@ -207,9 +212,12 @@ def convert(source: NoiseConfig, tool: str, *, source_preset: str | None = None,
     if target is None:
         raise ValueError("the source's effective weighting is not finite on λ ∈ [−10, 10]")
     best: tuple[float, str, dict[str, Any]] = (math.inf, "", {})
-    for name in list_presets(tool):
-        start = dict(source_params or {}) if name == source_preset else {}
+    starts = _starts(source, tool, target, lam)
+    for name, start in starts:
+        if name == source_preset:
+            start = {**start, **(source_params or {})}
         params, tv = _search_preset(name, target, lam, start)
+        params = {**{k: v for k, v in start.items() if k not in params}, **params}
         if tv < best[0]:
             best = (tv, name, params)
         if tv < 1e-9:
@@ -221,10 +229,43 @@ def convert(source: NoiseConfig, tool: str, *, source_preset: str | None = None,
     params = {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
     tv = f(params)
     for k, default in PRESETS[name].params.items():  # a parameter that does not matter goes back
-        if k in params and params[k] != default and f({**params, k: default}) <= tv + 1e-4:
+        if (isinstance(default, float) and k in params and params[k] != default
+                and f({**params, k: default}) <= tv + 1e-4):  # fmt: skip
             params[k] = default
             tv = f(params)
+    defaults = PRESETS[name].params
+    params = {k: v for k, v in params.items() if isinstance(v, float) or v != defaults[k]}
     return Conversion(tool, name, params, tv, emit(name, params))
+
+
+def _kind(name: str, source: NoiseConfig) -> dict[str, Any]:
+    """The model-kind parameters of preset ``name`` for the source's model (flow / ε / v)."""
+    v = source.parameterization == "v"
+    kind = {"model": "flow" if source.process == "flow" else ("v" if v else "eps"),
+            "prediction_type": "v_prediction" if v else "epsilon", "v_parameterization": v}  # fmt: skip
+    return {k: x for k, x in kind.items() if k in PRESETS[name].params}
+
+
+def _starts(source: NoiseConfig, tool: str, target: torch.Tensor, lam: torch.Tensor) -> list:
+    """Per preset of ``tool`` for the source's kind of model: the fixed model-kind parameters and the best
+    value of each string option (screened at the default numbers)."""
+    same, other = [], []
+    for name in list_presets(tool):
+        start = _kind(name, source)
+        try:
+            cfg = preset(name, **start)
+        except ValueError:
+            start = {}
+            try:
+                cfg = preset(name)
+            except ValueError:
+                continue
+        f = _Objective(name, target, lam)
+        for key, values in _CHOICES.items():
+            if key in PRESETS[name].params:
+                start[key] = min(values, key=lambda x, k=key: f({**start, k: x}))
+        (same if cfg.process == source.process else other).append((name, start))
+    return same or other
 
 
 def _options(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +280,8 @@ def _options(name: str, params: dict[str, Any]) -> dict[str, Any]:
     rev_params = {p: o for o, p in (table.params.items() if table else ())}
     rev_params.update(_RENAME.get(name, {}))
     for k, v in params.items():
-        opts[rev_params.get(k, k)] = v
+        if k != "model":  # OneTrainer's model kind comes from its model_type, not an option
+            opts[rev_params.get(k, k)] = v
     return opts
 
 
