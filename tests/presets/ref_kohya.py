@@ -85,3 +85,45 @@ def ks(samples: np.ndarray, cdf) -> float:
     n = x.size
     i = np.arange(1, n + 1)
     return float(max(np.max(i / n - f), np.max(f - (i - 1) / n)))
+
+
+# -- DDPM trainers: library/train_util.py l. 6064, 6089-6090 (torch.randint(min_timestep, max_timestep)),
+# library/custom_train_functions.py l. 68-108 (the loss multipliers, applied in train_network.py's order)
+def sd_alphas_cumprod() -> np.ndarray:
+    """SD 1.x/2.x/XL DDPM table: scaled_linear β from 0.00085 to 0.012."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, T) ** 2
+    return np.cumprod(1 - betas)
+
+
+def ddpm_draw(n: int, seed: int, min_timestep: int = 0, max_timestep: int = T) -> np.ndarray:
+    return np.random.default_rng(seed).integers(min_timestep, max_timestep, n)
+
+
+def ddpm_lambda(timesteps: np.ndarray) -> np.ndarray:
+    a = sd_alphas_cumprod()[timesteps]
+    return np.log(a / (1 - a))
+
+
+def ddpm_weight_eps_units(
+    timesteps: np.ndarray,
+    min_snr_gamma: float = 0.0,
+    debiased_estimation_loss: bool = False,
+    scale_v_pred_loss_like_noise_pred: bool = False,
+    v_pred_like_loss: float = 0.0,
+    v_parameterization: bool = False,
+) -> np.ndarray:
+    """kohya's multiplier chain on the prediction's own loss, times that loss's ε-unit factor
+    ((SNR + 1)/SNR for v, 1 for ε)."""
+    a = sd_alphas_cumprod()[timesteps]
+    snr = a / (1 - a)
+    snr_c = np.minimum(snr, 1000.0)
+    w = np.ones_like(snr)
+    if min_snr_gamma:
+        w = w * np.minimum(snr, min_snr_gamma) / (snr + 1 if v_parameterization else snr)
+    if scale_v_pred_loss_like_noise_pred:
+        w = w * snr_c / (snr_c + 1)
+    if v_pred_like_loss:
+        w = w * (1 + v_pred_like_loss * (snr_c + 1) / snr_c)
+    if debiased_estimation_loss:
+        w = w * (1 / (snr_c + 1) if v_parameterization else 1 / np.sqrt(snr_c))
+    return w * ((snr + 1) / snr if v_parameterization else 1.0)

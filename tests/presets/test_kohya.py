@@ -1,5 +1,6 @@
 """kohya flow presets against tests/presets/ref_kohya.py, a numpy re-implementation of sd-scripts'
-``get_noisy_model_input_and_timesteps``: KS of 100k reference draws against the preset's exact cdf."""
+``get_noisy_model_input_and_timesteps`` and of the DDPM trainers' integer timesteps and loss multipliers:
+KS of 100k reference draws against the preset's exact cdf; DDPM weights (ε units) to 1e-6."""
 
 from __future__ import annotations
 
@@ -56,3 +57,39 @@ def test_flux_mu_matches_project():
     for n in (256, 1024, 4096):
         assert abs(ref.flux_mu(n) - flux_mu(n)) < 1e-12
     assert np.isfinite(ref.flux_mu(4096))
+
+
+DDPM_CASES = [
+    ("kohya:ddpm", {}),
+    ("kohya:ddpm", {"min_timestep": 100, "max_timestep": 900}),
+    ("kohya:min_snr_gamma", {"gamma": 5.0}),
+    ("kohya:min_snr_gamma", {"gamma": 1.0, "v_parameterization": True}),
+    ("kohya:debiased_estimation_loss", {}),
+    ("kohya:debiased_estimation_loss", {"v_parameterization": True}),
+    ("kohya:scale_v_pred_loss_like_noise_pred", {}),
+    ("kohya:v_pred_like_loss", {"v_pred_like_loss": 0.1}),
+]
+_REF_KEYS = {"gamma": "min_snr_gamma"}
+_DEFAULT_FLAGS = {
+    "kohya:min_snr_gamma": {"min_snr_gamma": 5.0},
+    "kohya:debiased_estimation_loss": {"debiased_estimation_loss": True},
+    "kohya:scale_v_pred_loss_like_noise_pred": {"scale_v_pred_loss_like_noise_pred": True,
+                                                "v_parameterization": True},
+    "kohya:v_pred_like_loss": {"v_pred_like_loss": 0.1},
+}
+
+
+@pytest.mark.parametrize(("name", "params"), DDPM_CASES, ids=lambda c: str(c)[:40])
+def test_ddpm_against_reference(name, params):
+    cfg = preset(name, **params)
+    lo, hi = params.get("min_timestep", 0), params.get("max_timestep", 1000)
+    i = ref.ddpm_draw(N, seed=3, min_timestep=lo, max_timestep=hi)
+    d = ref.ks(ref.ddpm_lambda(i), lambda lam: cfg.density.cdf(torch.as_tensor(lam, dtype=F64)).numpy())
+    assert d <= 0.01, f"{name} {params}: KS {d:.4f}"
+    flags = dict(_DEFAULT_FLAGS.get(name, {}))
+    skip = ("min_timestep", "max_timestep")
+    flags.update({_REF_KEYS.get(k, k): v for k, v in params.items() if k not in skip})
+    grid = np.arange(0, 1000)
+    want = ref.ddpm_weight_eps_units(grid, **flags)
+    got = cfg.weighting(torch.as_tensor(ref.ddpm_lambda(grid), dtype=F64)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
