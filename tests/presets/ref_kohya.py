@@ -127,3 +127,12 @@ def ddpm_weight_eps_units(
     if debiased_estimation_loss:
         w = w * (1 / (snr_c + 1) if v_parameterization else 1 / np.sqrt(snr_c))
     return w * ((snr + 1) / snr if v_parameterization else 1.0)
+
+
+def sd3_draw(n, seed, weighting_scheme="uniform", logit_mean=0.0, logit_std=1.0, mode_scale=1.29,
+             training_shift=1.0):
+    """library/sd3_train_utils.py ``get_noisy_model_input_and_timesteps`` (min/max_timestep 0/1000)."""
+    rng = np.random.default_rng(seed)
+    u = _u_sigma(rng, n, weighting_scheme, logit_mean, logit_std, mode_scale)
+    u = _shift(u, training_shift)
+    return (u * T).astype(np.int64) / T

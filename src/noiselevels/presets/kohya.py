@@ -19,7 +19,10 @@ import math
 from noiselevels.components import Weighting, check_positive
 from noiselevels.noise import NoiseConfig
 from noiselevels.presets._common import (
+    _SD3_SCHEMES,
     ToolPresets,
+    _check_param,
+    _d,
     _ddpm_cfg,
     _ddpm_density,
     _flow_cfg,
@@ -27,6 +30,7 @@ from noiselevels.presets._common import (
     _sd3_like,
     _sd3_weight,
     _sd_schedule,
+    _shift_density,
     _uniform_flow,
 )
 from noiselevels.schedules import flux_mu
@@ -106,6 +110,34 @@ def _kohya_sigma(
     Not modelled yet: ``--model_prediction_type`` (its default ``sigma_scaled`` is the only mode where
     kohya applies this weight; see docs/presets.md)."""
     return _sd3_like(weighting_scheme, logit_mean, logit_std, mode_scale, discrete_flow_shift, units="flow")
+
+
+@_preset("kohya:sd3", "sd3_train_network.py: σ = S(u; training_shift), x0 loss × the SD3 weight")
+def _kohya_sd3(
+    weighting_scheme: str = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    mode_scale: float = 1.29,
+    training_shift: float = 1.0,
+) -> NoiseConfig:
+    """kohya's SD3 trainer (library/sd3_train_utils.py l. 918-949, sd3_train_network.py l. 332-367 at
+    48d368fa): u from ``--weighting_scheme`` as in ``kohya:sigma`` but *not* flipped, u' = S(u; s) with
+    s = ``--training_shift`` (default 1.0), σ = int(u'·1000)/1000; the output becomes −σ·out + x_t with
+    target x₀, i.e. the x₀ loss (ε units: × e^−λ) times the scheme's weight (σ⁻², cosmap, else 1).
+    The 1000-point grid is treated as continuous (KS ≤ 0.006). ``--min_timestep`` / ``--max_timestep``
+    (an affine map of u' onto [min, max)/1000) are not modelled yet."""
+    _check_param(weighting_scheme, _SD3_SCHEMES, "weighting_scheme")
+    check_positive("training_shift", training_shift)
+    if weighting_scheme == "logit_normal":
+        check_positive("logit_std", logit_std)
+        dens = _logit_normal(logit_mean + math.log(training_shift), logit_std)
+    elif weighting_scheme == "mode":
+        dens = _d("mode", scale=float(mode_scale))
+        if training_shift != 1.0:
+            dens = _shift_density(dens, training_shift)
+    else:
+        dens = _uniform_flow(training_shift)
+    return _flow_cfg(dens, _sd3_weight(weighting_scheme, "x0"))
 
 
 # -- DDPM models (SD 1.x / 2.x / XL) ------------------------------------------------------------
