@@ -8,7 +8,7 @@ from noiselevels.presets import preset
 
 
 def test_flow_axis_uniform_and_plain_loss():
-    c = tool_axis_curves(preset("ai-toolkit:linear"), n=200)
+    c = tool_axis_curves(preset("kohya:uniform"), n=200)
     assert c["axis"].startswith("flow t")
     assert_close(c["density"], torch.ones(200, dtype=torch.float64))  # σ uniform on [0, 1]
     assert_close(c["weight"], torch.ones(200, dtype=torch.float64))  # weight 1 on the flow loss

@@ -138,7 +138,9 @@ def test_compare(tmp_path, capsys):
     assert 0.1 < data["comparison"]["tv_density"] < 1.0  # OneTrainer's "sigmoid" is not kohya's
     # identical effective weightings (same name in two tools)
     assert main(["compare", str(KOHYA), "ai-toolkit:sigmoid", "--no-plots", "--json", str(js)]) == 0
-    assert json.loads(js.read_text())["comparison"]["tv"] == 0.0
+    # the same logit-normal; ai-toolkit never draws its cleanest grid level (max_denoising_steps = 999
+    # is excluded from its random index), which moves W by < 2e-4 in TV
+    assert json.loads(js.read_text())["comparison"]["tv"] < 2e-4
     assert "same effective weighting" in capsys.readouterr().out
 
 
