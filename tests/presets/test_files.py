@@ -127,3 +127,20 @@ def test_diffusers_flux_script():
     assert r.preset == "diffusers:flux"
     want = preset("diffusers:flux", weighting_scheme="logit_normal", logit_mean=0.5)
     assert compare(r.config, want).tv <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("flag", "listed"),
+    [
+        ("--model_prediction_type raw", None),
+        ("", "model_prediction_type = 'sigma_scaled' (kohya's default)"),
+        ("--model_prediction_type additive", "model_prediction_type = 'additive': the output is shifted"),
+    ],
+)
+def test_kohya_flux_model_prediction_type(tmp_path, flag, listed):
+    """The kohya flux presets model `raw`; kohya's default `sigma_scaled` (and `additive`) keep the
+    velocity target for a rescaled (shifted) output, which is named as not modelled, never dropped."""
+    f = tmp_path / "run.sh"
+    f.write_text(f"accelerate launch flux_train_network.py --timestep_sampling shift {flag}\n")
+    notes = [m for m in read_tool_file(str(f)).unmodelled if m.startswith("model_prediction_type")]
+    assert notes == [] if listed is None else len(notes) == 1 and notes[0].startswith(listed)
