@@ -130,9 +130,24 @@ def ddpm_weight_eps_units(
 
 
 def sd3_draw(n, seed, weighting_scheme="uniform", logit_mean=0.0, logit_std=1.0, mode_scale=1.29,
-             training_shift=1.0):
-    """library/sd3_train_utils.py ``get_noisy_model_input_and_timesteps`` (min/max_timestep 0/1000)."""
+             training_shift=1.0, min_timestep=0, max_timestep=T):
+    """library/sd3_train_utils.py ``get_noisy_model_input_and_timesteps`` (l. 918-949 at 48d368fa)."""
     rng = np.random.default_rng(seed)
     u = _u_sigma(rng, n, weighting_scheme, logit_mean, logit_std, mode_scale)
     u = _shift(u, training_shift)
-    return (u * T).astype(np.int64) / T
+    return (u * (max_timestep - min_timestep) + min_timestep).astype(np.int64) / T
+
+
+def flux_loss(out, latents, noise, sigma, model_prediction_type="sigma_scaled", weighting_scheme="uniform"):
+    """Per-sample loss of flux_train_network.py (l. 396-399) with ``apply_model_prediction_type``
+    (flux_train_utils.py l. 532-547): out, latents, noise (B, D); sigma (B,)."""
+    s = sigma[:, None]
+    z = s * noise + (1 - s) * latents
+    weighting = None
+    if model_prediction_type == "additive":
+        out = out + z
+    elif model_prediction_type == "sigma_scaled":
+        out = out * (-s) + z
+        weighting = loss_weight(weighting_scheme, sigma)
+    loss = ((out - (noise - latents)) ** 2).mean(axis=1)
+    return loss if weighting is None else loss * weighting

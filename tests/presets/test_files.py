@@ -130,17 +130,20 @@ def test_diffusers_flux_script():
 
 
 @pytest.mark.parametrize(
-    ("flag", "listed"),
-    [
-        ("--model_prediction_type raw", None),
-        ("", "model_prediction_type = 'sigma_scaled' (kohya's default)"),
-        ("--model_prediction_type additive", "model_prediction_type = 'additive': the output is shifted"),
-    ],
+    ("flag", "kind"),
+    [("--model_prediction_type raw", "raw"), ("", "sigma_scaled"),
+     ("--model_prediction_type additive", "additive")],
 )
-def test_kohya_flux_model_prediction_type(tmp_path, flag, listed):
-    """The kohya flux presets model `raw`; kohya's default `sigma_scaled` (and `additive`) keep the
-    velocity target for a rescaled (shifted) output, which is named as not modelled, never dropped."""
+def test_kohya_flux_model_prediction_type(tmp_path, flag, kind):
+    """--model_prediction_type is modelled (kohya's default sigma_scaled when absent), never listed as
+    missing: with --weighting_scheme sigma_sqrt only sigma_scaled applies the σ⁻² weight."""
     f = tmp_path / "run.sh"
-    f.write_text(f"accelerate launch flux_train_network.py --timestep_sampling shift {flag}\n")
-    notes = [m for m in read_tool_file(str(f)).unmodelled if m.startswith("model_prediction_type")]
-    assert notes == [] if listed is None else len(notes) == 1 and notes[0].startswith(listed)
+    f.write_text("accelerate launch flux_train_network.py --timestep_sampling shift "
+                 f"--weighting_scheme sigma_sqrt {flag}\n")
+    r = read_tool_file(str(f))
+    assert not [m for m in r.unmodelled if m.startswith("model_prediction_type")]
+    want = preset("kohya:shift", weighting_scheme="sigma_sqrt", model_prediction_type=kind)
+    assert compare(r.config, want).tv <= 1e-9
+    other = "raw" if kind == "sigma_scaled" else "sigma_scaled"
+    other_cfg = preset("kohya:shift", weighting_scheme="sigma_sqrt", model_prediction_type=other)
+    assert compare(r.config, other_cfg).tv > 0.05

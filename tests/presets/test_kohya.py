@@ -100,6 +100,9 @@ SD3_CASES = [
     {"weighting_scheme": "logit_normal", "logit_mean": 0.5, "training_shift": 3.0},
     {"weighting_scheme": "mode", "training_shift": 2.0},
     {"weighting_scheme": "sigma_sqrt"},
+    {"min_timestep": 100, "max_timestep": 900},
+    {"weighting_scheme": "logit_normal", "logit_mean": -0.4, "training_shift": 3.0, "min_timestep": 250},
+    {"weighting_scheme": "mode", "training_shift": 2.0, "max_timestep": 700},
 ]
 
 
@@ -113,3 +116,37 @@ def test_sd3_against_reference(kw):
     lam = torch.as_tensor(ref.logsnr(s), dtype=F64)
     want = ref.loss_weight(kw.get("weighting_scheme", "uniform"), s) * (s / (1 - s)) ** 2  # x0-MSE in ε units
     np.testing.assert_allclose(cfg.weighting(lam).numpy(), want, rtol=1e-6)
+
+
+FLUX_LOSS_CASES = [
+    (kind, scheme, name)
+    for kind in ("raw", "additive", "sigma_scaled")
+    for scheme in ("uniform", "sigma_sqrt", "cosmap")
+    for name in ("kohya:shift", "kohya:sigma")
+]
+
+
+@pytest.mark.parametrize(("kind", "scheme", "name"), FLUX_LOSS_CASES, ids=str)
+def test_flux_model_prediction_type_weights_against_the_loss(kind, scheme, name):
+    """kohya's per-sample Flux loss (ref.flux_loss: apply_model_prediction_type + the velocity target)
+    equals the preset's ε-unit weight × ‖ε̂ − ε‖², ε̂ = z + (1 − σ)·P being the ε the prediction P
+    implies, for arbitrary outputs: sigma_scaled applies the scheme's weight, raw/additive do not."""
+    rng = np.random.default_rng(3)
+    b, d = 64, 16
+    sigma = rng.uniform(0.02, 0.98, b)
+    latents, noise, out = rng.standard_normal((3, b, d))
+    loss = ref.flux_loss(out, latents, noise, sigma, kind, scheme)
+    s = sigma[:, None]
+    z = s * noise + (1 - s) * latents
+    pred = {"raw": out, "additive": out + z, "sigma_scaled": z - s * out}[kind]
+    eps_mse = ((z + (1 - s) * pred - noise) ** 2).mean(axis=1)
+    cfg = preset(name, weighting_scheme=scheme, model_prediction_type=kind)
+    w = cfg.weighting(torch.as_tensor(ref.logsnr(sigma), dtype=F64)).numpy()
+    np.testing.assert_allclose(w * eps_mse, loss, rtol=1e-6, atol=0)
+
+
+def test_model_prediction_type_is_validated():
+    with pytest.raises(ValueError, match="model_prediction_type"):
+        preset("kohya:shift", model_prediction_type="scaled")
+    with pytest.raises(ValueError, match="min_timestep"):
+        preset("kohya:sd3", min_timestep=900, max_timestep=100)

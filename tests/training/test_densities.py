@@ -61,6 +61,10 @@ def cases() -> dict[str, Density]:
         "lognormal_alpha": density("lognormal_alpha", mean=-1.0, std=0.333),
         "truncated": density("logit_normal").truncate(-3.0, 5.0),
         "shifted": density("shifted", base=density("mode"), factor=3.0),
+        "rescaled_t": density("rescaled_t", base=density("logit_normal", mean=0.3), t_min=0.1, t_max=0.9),
+        "rescaled_t_edge": density(
+            "rescaled_t", base=density("uniform_t", schedule=schedule("flow")), t_min=0.0, t_max=0.7
+        ),
         "mixture": mixture([density("laplace", mu=-4.0, b=1.0), density("logit_normal")], [1.0, 3.0]),
         "lognorm_blend": lognorm_blend(),
     }
@@ -361,6 +365,17 @@ def test_shifted_equals_shifted_schedule():
     assert_close(c.log_prob(LAM), density("normal_logsnr", mean=-2 * math.log(3.0), std=2.0).log_prob(LAM))
 
 
+def test_rescaled_t_is_the_affine_map_of_flow_time():
+    """σ' = a + b·σ: the cdf at λ(σ') is the base's at λ((σ' − a)/b) (closed form for uniform σ)."""
+    d = density("rescaled_t", base=density("uniform_t", schedule=schedule("flow")), t_min=0.1, t_max=0.9)
+    s = t64([0.05, 0.1, 0.3, 0.5, 0.85, 0.9, 0.95])
+    lam = 2 * (torch.log1p(-s) - torch.log(s))
+    want = ((0.9 - s) / 0.8).clamp(0, 1)  # P(σ' ≥ s) for σ' uniform on [0.1, 0.9]
+    assert_close(d.cdf(lam), want, rtol=0, atol=1e-12)
+    t = torch.sigmoid(-0.5 * d.sample(100_000, generator=torch.Generator().manual_seed(0)))
+    assert 0.1 <= float(t.min()) and float(t.max()) <= 0.9
+
+
 def test_mixture_exact_and_validated():
     p1, p2 = density("laplace", mu=-4.0, b=1.0), density("logit_normal")
     d = mixture([p1, p2], [1.0, 3.0])
@@ -441,6 +456,8 @@ def test_beta_property(a, b, u):
         ("lognormal_alpha", {"std": 0.0}, "std"),
         ("shifted", {"base": None}, "base"),
         ("shifted", {"base": density("cosmap"), "factor": 0.0}, "factor"),
+        ("rescaled_t", {"base": density("cosmap"), "t_min": 0.5, "t_max": 0.5}, "t_min"),
+        ("rescaled_t", {"base": density("cosmap"), "t_max": math.nan}, "t_max"),
         ("logit_normal", {"scale": 1.0}, "unknown parameter"),
         ("no_such_density", {}, "valid names"),
     ],

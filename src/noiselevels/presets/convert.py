@@ -35,7 +35,7 @@ _COARSE = 13
 _REFINE = 18
 # Parameters that clip the support (step counts, strengths) are not searched: they are ranges, not shapes.
 _NOT_SEARCHED = {"min_noising_strength", "max_noising_strength", "timestep_bias_portion",
-                 "timestep_bias_multiplier"}  # fmt: skip
+                 "timestep_bias_multiplier", "min_timestep", "max_timestep"}  # fmt: skip
 
 # ---- the one place convert keeps option names the files' tables do not have ---------------------------
 # preset → options that select it (besides the TABLE selector), and parameter → option renames.
@@ -59,6 +59,7 @@ _EXTRA: dict[str, dict[str, Any]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "loss_weight_fn": ("CONSTANT", "SIGMA", "MIN_SNR_GAMMA", "DEBIASED_ESTIMATION", "P2"),
     "weighting_scheme": ("none", "logit_normal", "mode", "cosmap", "sigma_sqrt"),
+    "model_prediction_type": ("sigma_scaled", "raw"),  # additive weights the levels exactly as raw
 }
 _RENAME: dict[str, dict[str, str]] = {
     "ai-toolkit:min_snr_gamma": {"gamma": "min_snr_gamma"},

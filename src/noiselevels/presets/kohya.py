@@ -14,6 +14,7 @@ weights in ε-MSE units. Integer timesteps are treated as continuous t = (i + 1)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from noiselevels.components import Weighting, check_positive
@@ -34,6 +35,7 @@ from noiselevels.presets._common import (
     _uniform_flow,
 )
 from noiselevels.schedules import flux_mu
+from noiselevels.training.densities.combinators import RescaledT
 from noiselevels.training.tool_weightings import KohyaWeighting
 
 __all__ = ["TABLE"]
@@ -42,30 +44,55 @@ TABLE = ToolPresets("kohya")
 _preset = TABLE.add
 
 
-def _kohya_weight(weighting_scheme: str) -> Weighting:
-    """``--weighting_scheme`` as a weight on the flow loss only (σ⁻², cosmap, else 1), in ε units."""
-    return _sd3_weight(weighting_scheme, "flow")
+_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
+
+
+def _kohya_weight(weighting_scheme: str, model_prediction_type: str) -> Weighting:
+    """``--weighting_scheme`` as a weight on the flow loss, in ε units — applied only with
+    ``--model_prediction_type sigma_scaled`` (kohya's default).
+
+    library/flux_train_utils.py ``apply_model_prediction_type`` (l. 532-547 at 48d368fa) returns the
+    output o as P = o (``raw``), P = o + z_σ (``additive``) or P = z_σ − σ·o (``sigma_scaled``, with
+    ``weighting = compute_loss_weighting_for_sd3(weighting_scheme)``: σ⁻², cosmap, else 1), and
+    flux_train_network.py (l. 396-399) compares P with the velocity target ε − x₀ in every case. Since
+    ε = z_σ + (1 − σ)·v, the loss ‖P − v‖² = ‖ε̂ − ε‖²/(1 − σ)² with ε̂ = z_σ + (1 − σ)·P whatever P is,
+    so the three types weight the noise levels identically (the flow loss in ε units) except for the
+    scheme's weight, which only ``sigma_scaled`` applies. What they change is the function the network
+    learns: under ``sigma_scaled`` o is trained towards (z_σ − v)/σ and under ``additive`` towards v − z_σ,
+    so kohya's sampler, which reads o as the velocity, must use the same type as training."""
+    _check_param(weighting_scheme, _SD3_SCHEMES, "weighting_scheme")
+    _check_param(model_prediction_type, _PREDICTION_TYPES, "model_prediction_type")
+    return _sd3_weight(weighting_scheme if model_prediction_type == "sigma_scaled" else "none", "flow")
 
 
 # -- flow models (SD3, Flux) --------------------------------------------------------------------
 @_preset("kohya:uniform", "--timestep_sampling uniform: σ = u")
-def _kohya_uniform(weighting_scheme: str = "none") -> NoiseConfig:
+def _kohya_uniform(
+    weighting_scheme: str = "uniform", model_prediction_type: str = "sigma_scaled"
+) -> NoiseConfig:
     """kohya ``--timestep_sampling uniform``: σ = u, flow loss; ``--weighting_scheme`` acts only as a loss
-    weight here (``sigma_sqrt`` σ⁻², ``cosmap``; the density names give weight 1)."""
-    return _flow_cfg(_uniform_flow(), _kohya_weight(weighting_scheme))
+    weight here (``sigma_sqrt`` σ⁻², ``cosmap``; the density names give weight 1), and only under
+    ``--model_prediction_type sigma_scaled`` (kohya's default; see ``_kohya_weight``)."""
+    return _flow_cfg(_uniform_flow(), _kohya_weight(weighting_scheme, model_prediction_type))
 
 
 @_preset("kohya:sigmoid", "--timestep_sampling sigmoid: σ = sigmoid(k·n), logit-normal(0, k)")
-def _kohya_sigmoid(sigmoid_scale: float = 1.0, weighting_scheme: str = "none") -> NoiseConfig:
+def _kohya_sigmoid(
+    sigmoid_scale: float = 1.0, weighting_scheme: str = "uniform", model_prediction_type: str = "sigma_scaled"
+) -> NoiseConfig:
     """kohya ``--timestep_sampling sigmoid``: σ = sigmoid(k·n), k = ``--sigmoid_scale``: logit-normal(0, k)
     over flow σ, λ ~ N(0, (2k)²). Flow loss; ``--weighting_scheme`` only as a weight (σ⁻² / cosmap)."""
     check_positive("sigmoid_scale", sigmoid_scale)
-    return _flow_cfg(_logit_normal(0.0, sigmoid_scale), _kohya_weight(weighting_scheme))
+    weight = _kohya_weight(weighting_scheme, model_prediction_type)
+    return _flow_cfg(_logit_normal(0.0, sigmoid_scale), weight)
 
 
 @_preset("kohya:shift", "--timestep_sampling shift: S(sigmoid(k·n); s), logit-normal(log s, k)")
 def _kohya_shift(
-    sigmoid_scale: float = 1.0, discrete_flow_shift: float = 3.0, weighting_scheme: str = "none"
+    sigmoid_scale: float = 1.0,
+    discrete_flow_shift: float = 3.0,
+    weighting_scheme: str = "uniform",
+    model_prediction_type: str = "sigma_scaled",
 ) -> NoiseConfig:
     """kohya ``--timestep_sampling shift``: σ = S(sigmoid(k·n); s), s = ``--discrete_flow_shift`` (default
     3). Since logit S(σ; s) = logit σ + log s this is exactly logit-normal(log s, k):
@@ -73,20 +100,24 @@ def _kohya_shift(
     check_positive("sigmoid_scale", sigmoid_scale)
     check_positive("discrete_flow_shift", discrete_flow_shift)
     return _flow_cfg(
-        _logit_normal(math.log(discrete_flow_shift), sigmoid_scale), _kohya_weight(weighting_scheme)
+        _logit_normal(math.log(discrete_flow_shift), sigmoid_scale),
+        _kohya_weight(weighting_scheme, model_prediction_type),
     )
 
 
 @_preset("kohya:flux_shift", "--timestep_sampling flux_shift: TS(sigmoid(k·n); μ(seq len))")
 def _kohya_flux_shift(
-    sigmoid_scale: float = 1.0, image_seq_len: int = 4096, weighting_scheme: str = "none"
+    sigmoid_scale: float = 1.0,
+    image_seq_len: int = 4096,
+    weighting_scheme: str = "uniform",
+    model_prediction_type: str = "sigma_scaled",
 ) -> NoiseConfig:
     """kohya ``--timestep_sampling flux_shift``: σ = e^μ/(e^μ + 1/σ₀ − 1), σ₀ = sigmoid(k·n), μ linear in the
     image token count (h·w/4 of the latent; 4096 for 1024²) from (256, 0.5) to (4096, 1.15). Exactly
     logit-normal(μ, k): λ ~ N(−2μ, (2k)²)."""
     check_positive("sigmoid_scale", sigmoid_scale)
     mu = flux_mu(image_seq_len)
-    return _flow_cfg(_logit_normal(mu, sigmoid_scale), _kohya_weight(weighting_scheme))
+    return _flow_cfg(_logit_normal(mu, sigmoid_scale), _kohya_weight(weighting_scheme, model_prediction_type))
 
 
 @_preset("kohya:sigma", "--timestep_sampling sigma: --weighting_scheme is both the density and the weight")
@@ -96,20 +127,22 @@ def _kohya_sigma(
     logit_std: float = 1.0,
     mode_scale: float = 1.29,
     discrete_flow_shift: float = 3.0,
+    model_prediction_type: str = "sigma_scaled",
 ) -> NoiseConfig:
     """kohya ``--timestep_sampling sigma`` (the SD3 / diffusers path): u from ``--weighting_scheme``
     (``logit_normal`` (``--logit_mean``, ``--logit_std``), ``mode`` (``--mode_scale``), anything else
     uniform), σ read from the shifted scheduler (``--discrete_flow_shift``), and the same name used
-    again as the loss weight (``sigma_sqrt`` σ⁻², ``cosmap``, else 1). Flow loss.
+    again as the loss weight (``sigma_sqrt`` σ⁻², ``cosmap``, else 1) under ``--model_prediction_type
+    sigma_scaled`` (kohya's default; ``raw`` and ``additive`` apply no weight, see ``_kohya_weight``).
+    Flow loss.
 
     ``--weighting_scheme`` defaults to ``uniform`` as in kohya (library/train_util.py l. 4278-4280 at
     48d368fa). u indexes the descending scheduler table (library/flux_train_utils.py l. 500-512):
     ``timesteps[int(u·1000)]``, σ = shift(1 − u), so ``--logit_mean`` enters with its sign flipped
     (``_sd3_like``). The 1000-point σ grid is treated as continuous: KS ≤ 0.006 against
-    tests/presets/ref_kohya.py (100k draws; logit_mean 0.5 was KS 0.38 with the old sign).
-    Not modelled yet: ``--model_prediction_type`` (its default ``sigma_scaled`` is the only mode where
-    kohya applies this weight; see docs/presets.md)."""
-    return _sd3_like(weighting_scheme, logit_mean, logit_std, mode_scale, discrete_flow_shift, units="flow")
+    tests/presets/ref_kohya.py (100k draws; logit_mean 0.5 was KS 0.38 with the old sign)."""
+    cfg = _sd3_like(weighting_scheme, logit_mean, logit_std, mode_scale, discrete_flow_shift, units="flow")
+    return dataclasses.replace(cfg, weighting=_kohya_weight(weighting_scheme, model_prediction_type))
 
 
 @_preset("kohya:sd3", "sd3_train_network.py: σ = S(u; training_shift), x0 loss × the SD3 weight")
@@ -119,13 +152,15 @@ def _kohya_sd3(
     logit_std: float = 1.0,
     mode_scale: float = 1.29,
     training_shift: float = 1.0,
+    min_timestep: int = 0,
+    max_timestep: int = 1000,
 ) -> NoiseConfig:
     """kohya's SD3 trainer (library/sd3_train_utils.py l. 918-949, sd3_train_network.py l. 332-367 at
     48d368fa): u from ``--weighting_scheme`` as in ``kohya:sigma`` but *not* flipped, u' = S(u; s) with
-    s = ``--training_shift`` (default 1.0), σ = int(u'·1000)/1000; the output becomes −σ·out + x_t with
-    target x₀, i.e. the x₀ loss (ε units: × e^−λ) times the scheme's weight (σ⁻², cosmap, else 1).
-    The 1000-point grid is treated as continuous (KS ≤ 0.006). ``--min_timestep`` / ``--max_timestep``
-    (an affine map of u' onto [min, max)/1000) are not modelled yet."""
+    s = ``--training_shift`` (default 1.0), σ = int(u'·(max − min) + min)/1000 with ``--min_timestep`` /
+    ``--max_timestep`` (default 0 / 1000: an affine map of u' onto [min, max)/1000, ``RescaledT``); the
+    output becomes −σ·out + x_t with target x₀, i.e. the x₀ loss (ε units: × e^−λ) times the scheme's
+    weight (σ⁻², cosmap, else 1). The 1000-point grid is treated as continuous (KS ≤ 0.006)."""
     _check_param(weighting_scheme, _SD3_SCHEMES, "weighting_scheme")
     check_positive("training_shift", training_shift)
     if weighting_scheme == "logit_normal":
@@ -137,7 +172,20 @@ def _kohya_sd3(
             dens = _shift_density(dens, training_shift)
     else:
         dens = _uniform_flow(training_shift)
+    lo, hi = _timestep_range(min_timestep, max_timestep)
+    if (lo, hi) != (0, 1000):
+        dens = RescaledT(base=dens, t_min=lo / 1000, t_max=hi / 1000)
     return _flow_cfg(dens, _sd3_weight(weighting_scheme, "x0"))
+
+
+def _timestep_range(min_timestep, max_timestep) -> tuple[int, int]:
+    for name, v in (("min_timestep", min_timestep), ("max_timestep", max_timestep)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{name} must be an integer in [0, 1000]; got {v!r}")
+    if not 0 <= min_timestep < max_timestep <= 1000:
+        raise ValueError(f"need 0 <= min_timestep < max_timestep <= 1000; got min_timestep={min_timestep!r}, "
+                         f"max_timestep={max_timestep!r}")
+    return min_timestep, max_timestep
 
 
 # -- DDPM models (SD 1.x / 2.x / XL) ------------------------------------------------------------

@@ -163,35 +163,5 @@ def choose(p: Parsed) -> tuple[str, dict[str, Any], list[str]]:
         name = TABLE.presets[sampling]
         if p.family.name == "sd3" and "kohya:sd3" in PRESETS:
             name = "kohya:sd3"
-    params, missing = map_params(TABLE, name, opts, skip=_prediction_type_skip(p, name))
-    missing += _prediction_type_note(p, name)
+    params, missing = map_params(TABLE, name, opts)
     return name, params, missing
-
-
-def _prediction_type_skip(p: Parsed, name: str) -> tuple[str, ...]:
-    """The kohya flow presets model ``--model_prediction_type raw`` (the Flux scripts' output is the
-    velocity): the option is handled by :func:`_prediction_type_note`, not mapped."""
-    return ("model_prediction_type",) if _flux_prediction(p, name) else ()
-
-
-def _prediction_type_note(p: Parsed, name: str) -> list[str]:
-    """kohya's default ``--model_prediction_type`` is ``sigma_scaled`` (flux_train_utils.py at 48d368fa):
-    the output becomes −σ·out + x_t but the target stays ε − x₀, which no weighting over a consistent
-    target expresses; ``additive`` likewise. Either is listed as not modelled (read as ``raw``)."""
-    if not _flux_prediction(p, name):
-        return []
-    given = p.options.get("model_prediction_type")
-    kind = "sigma_scaled" if given is None else str(given)
-    if kind == "raw":
-        return []
-    origin = " (kohya's default)" if given is None else ""
-    change = "rescaled (−σ·out + x_t)" if kind == "sigma_scaled" else "shifted (out + x_t)"
-    return [
-        f"model_prediction_type = {kind!r}{origin}: the output is {change} against an unchanged "
-        "velocity target; modelled as 'raw' (pass --model_prediction_type raw to match)"
-    ]
-
-
-def _flux_prediction(p: Parsed, name: str) -> bool:
-    flux = p.family.process == "flow" and name != "kohya:sd3"
-    return flux and "model_prediction_type" not in PRESETS[name].params

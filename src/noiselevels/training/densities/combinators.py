@@ -1,5 +1,6 @@
-"""Density combinators: ``shifted`` (a density moved by the flow shift), ``mixture`` (Σ_k w_k p_k), and
-ai-toolkit's ``lognorm_blend`` as an exact mixture. (``truncated`` lives beside the base,
+"""Density combinators: ``shifted`` (a density moved by the flow shift), ``rescaled_t`` (flow time mapped
+affinely onto [t_min, t_max]), ``mixture`` (Σ_k w_k p_k), and ai-toolkit's ``lognorm_blend`` as an exact
+mixture. (``truncated`` lives beside the base,
 :mod:`noiselevels.training.densities.base`, because ``ExactDensity.truncate`` returns it.)
 
 Conventions: every density is a :class:`~noiselevels.components.Density` over the noise level
@@ -20,7 +21,7 @@ from noiselevels.components import DENSITIES, Density, check_positive, check_ran
 from noiselevels.training.densities.base import ExactDensity, _check_density, _require
 from noiselevels.training.densities.flow_time import Beta, LognormalAlpha
 
-__all__ = ["Mixture", "Shifted", "lognorm_blend", "mixture"]
+__all__ = ["Mixture", "RescaledT", "Shifted", "lognorm_blend", "mixture"]
 
 
 @DENSITIES.register("shifted")
@@ -55,6 +56,82 @@ class Shifted(ExactDensity):
 
     def _icdf(self, u: Tensor) -> Tensor:
         return self.base.icdf(u).to(torch.float64) + self.offset
+
+
+@DENSITIES.register("rescaled_t")
+@dataclasses.dataclass(frozen=True)
+class RescaledT(ExactDensity):
+    """``base`` with its flow time t = sigmoid(−λ/2) mapped affinely: t' = t_min + (t_max − t_min)·t.
+
+    kohya's SD3 trainer draws σ = (u·(max_timestep − min_timestep) + min_timestep)/1000 from the scheme's
+    u (library/sd3_train_utils.py l. 930-940 at 48d368fa), which is this map with t_min = min/1000,
+    t_max = max/1000. With b = t_max − t_min and t = (t' − t_min)/b:
+
+        P(Λ' ≤ λ') = P(T' ≥ t') = P(T ≥ t) = base.cdf(λ(t)),
+        log p'(λ') = base.log_prob(λ(t)) − log b + log t' + log(1 − t') − log t − log(1 − t)
+
+    (the two Jacobians |dt/dλ| = t(1 − t)/2 and dt'/dt = b). The map is increasing in λ, so quantiles
+    map one to one: icdf'(u) = λ(t_min + b·t(base.icdf(u))).
+    """
+
+    base: Density | None = None
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_density("base", _require("rescaled_t", "base", self.base))
+        for name in ("t_min", "t_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number; got {v!r}")
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1; got t_min={self.t_min!r}, t_max={self.t_max!r}")
+
+    @property
+    def support(self) -> tuple[float, float]:
+        lo, hi = self.base.support
+        t_noisy, t_clean = self._map_t(_t_of(lo)), self._map_t(_t_of(hi))
+        return (_lam_of(t_noisy), _lam_of(t_clean))
+
+    def _map_t(self, t: Tensor | float) -> Tensor | float:
+        return self.t_min + (self.t_max - self.t_min) * t
+
+    def _base_t(self, lam: Tensor) -> Tensor:
+        """t = (t' − t_min)/b for the t' of λ', clipped to [0, 1]."""
+        t_new = torch.sigmoid(-0.5 * lam)
+        return ((t_new - self.t_min) / (self.t_max - self.t_min)).clamp(0.0, 1.0)
+
+    def _log_prob(self, lam: Tensor) -> Tensor:
+        t_new = torch.sigmoid(-0.5 * lam)
+        t = (t_new - self.t_min) / (self.t_max - self.t_min)
+        inside = (t > 0) & (t < 1)
+        tc = t.clamp(1e-300, 1.0 - 1e-16)
+        base = self.base.log_prob(_lam_of(tc)).to(torch.float64)
+        out = (base - math.log(self.t_max - self.t_min) + torch.log(t_new) + torch.log1p(-t_new)
+               - torch.log(tc) - torch.log1p(-tc))
+        return torch.where(inside, out, torch.full_like(out, -math.inf))
+
+    def _cdf(self, lam: Tensor) -> Tensor:
+        return self.base.cdf(_lam_of(self._base_t(lam))).to(torch.float64)
+
+    def _icdf(self, u: Tensor) -> Tensor:
+        t = torch.sigmoid(-0.5 * self.base.icdf(u).to(torch.float64))
+        return _lam_of(self._map_t(t))
+
+
+def _t_of(lam: float) -> float:
+    return 1.0 / (1.0 + math.exp(0.5 * lam)) if lam < 700 else 0.0
+
+
+def _lam_of(t):
+    """λ of flow time t: 2·log((1 − t)/t) (±inf at t = 1, 0); floats or float64 tensors."""
+    if isinstance(t, Tensor):
+        return 2.0 * (torch.log1p(-t) - torch.log(t))
+    if t <= 0.0:
+        return math.inf
+    if t >= 1.0:
+        return -math.inf
+    return 2.0 * (math.log1p(-t) - math.log(t))
 
 
 @DENSITIES.register("mixture")
