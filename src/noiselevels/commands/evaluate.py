@@ -1,9 +1,16 @@
-"""``noiselevels evaluate DIR [--json FILE] [--num N] [--steps N]``.
+"""``noiselevels evaluate RUN|PIPELINE [--adapter DIR] [--images DIR] [--validation-images DIR]
+[--features PATH] [--json FILE]``.
 
 Metrics of a trained run folder (EMA weights): bits per dimension from the continuous-time variational
 bound (VDM; any process and parameterisation), Fréchet distance and KID of ``--num`` samples against the
 validation split on the features of the project's MNIST classifier, or, for 2-D toy data, the sliced
 Wasserstein distance to the true distribution. Fixed seed: the numbers are reproducible.
+
+With ``--images`` / ``--validation-images`` (or a diffusers pipeline folder) it measures a fine-tune on
+the user's own concept instead (``noiselevels.runs.concept``): the ε-unit validation loss at fixed noise
+levels on held-out images (per band noisy / mid / clean, ± standard error; adapter, base and their paired
+difference), retention (how much the adapter changes the base's predictions without the trigger), and
+with ``--features`` a local CLIP/DINO folder's similarities and FD of samples of the ``--prompt``s.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import json
 import math
 from pathlib import Path
 
+from noiselevels.commands.evaluate_concept import add_concept_arguments, run_concept, wants_concept
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,7 +30,9 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", metavar="DIR", help="run folder of `noiselevels train` or a base (mnist-base)")
+    p.add_argument(
+        "run", metavar="RUN|PIPELINE", help="run folder of `noiselevels train`, a base or a pipeline folder"
+    )
     p.add_argument("--adapter", metavar="DIR", help="LoRA fine-tune folder (noiselevels finetune) to attach")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--num", type=int, default=500, help="samples for FD/KID/SWD (default 500)")
@@ -46,12 +57,16 @@ def register(subparsers) -> None:
         "--batch-size", type=int, default=256, metavar="N", help="samples solved at once (default 256)"
     )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    add_concept_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from noiselevels.commands.sample import load_sigmas
     from noiselevels.runs.evaluate import evaluate_run
+
+    if wants_concept(args):
+        return run_concept(args)
 
     if args.bpd_images < 1:
         raise ValueError(f"--bpd-images must be >= 1; got {args.bpd_images}")
