@@ -16,6 +16,7 @@ resolving ``preset = "tool:name"`` is ``noiselevels.config.noise_config``'s job,
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +26,8 @@ from noiselevels.components import Component, Density, Registry, Schedule, Weigh
 from noiselevels.levels import check_process
 from noiselevels.options import check_keys
 from noiselevels.parameterizations import parameterization as make_parameterization
+from noiselevels.schedules import ZeroTerminalSNR, zero_terminal_snr
 from noiselevels.schedules import shift as shift_schedule
-from noiselevels.schedules import zero_terminal_snr
 from noiselevels.training.densities import truncated
 from noiselevels.training.objective import Objective
 from noiselevels.training.weightings import in_units
@@ -35,9 +36,12 @@ __all__ = [
     "NOISE_KEYS",
     "PARAMETERIZATIONS",
     "NoiseConfig",
+    "NoiseConfigWarning",
     "build_component",
+    "combination_warnings",
     "component_table",
     "from_table",
+    "reaches_zero_snr",
 ]
 
 NOISE_KEYS = (
@@ -225,6 +229,13 @@ class NoiseConfig:
         if off < 0:
             raise ValueError(f"noise_offset must be >= 0; got {off!r}")
         object.__setattr__(self, "noise_offset", off)
+        if self.process == "ve" and reaches_zero_snr(self):
+            raise ValueError(
+                "a zero-terminal-SNR schedule (λ = −inf) under the ve process has no finite input "
+                "(z = x₀ + ∞·ε); use process vp or flow"
+            )
+        for message in combination_warnings(self):
+            warnings.warn(message, NoiseConfigWarning, stacklevel=3)
 
     # -- composition ---------------------------------------------------------------------------
     def effective_weighting(self) -> EffectiveWeighting:
@@ -291,6 +302,67 @@ class NoiseConfig:
                 f"resolved one (with {', '.join(RESOLVED_KEYS)})"
             )
         return from_table(d)
+
+
+class NoiseConfigWarning(UserWarning):
+    """A configuration the literature calls broken (``combination_warnings``)."""
+
+
+def _schedules_of(cfg: NoiseConfig) -> list[Schedule]:
+    """The configuration's schedule and its density's (``uniform_t``), with the schedules they wrap."""
+    out, todo = [], [cfg.schedule, getattr(cfg.density, "schedule", None)]
+    while todo:
+        s = todo.pop()
+        if isinstance(s, Schedule) and s not in out:
+            out.append(s)
+            todo.append(getattr(s, "schedule", None))
+    return out
+
+
+def reaches_zero_snr(cfg: NoiseConfig) -> bool:
+    """Whether the configuration asks for zero terminal SNR (Lin et al. 2024): a ``zero_terminal_snr``
+    schedule or a DDPM table with ``rescale_betas_zero_snr`` — training then reaches λ = −inf (pure
+    noise) and sampling may start there. (A continuous cosine or flow schedule also has λ(1) = −inf, but
+    t = 1 has probability 0 and the tools sample them from a finite σ, so they do not count here.)"""
+    return any(
+        isinstance(s, ZeroTerminalSNR) or getattr(s, "rescale_betas_zero_snr", False)
+        for s in _schedules_of(cfg)
+    )
+
+
+def combination_warnings(cfg: NoiseConfig) -> list[str]:
+    """One-line warnings for combinations the literature calls broken (``NoiseConfig`` emits them as
+    ``NoiseConfigWarning``; the ve process with zero terminal SNR is refused outright):
+
+    * zero terminal SNR with ε-prediction: at λ = −inf the input is pure noise and ε̂ = z carries no
+      information about x₀ (x̂₀ = (z − σ·ε̂)/α, α = 0); Lin et al. 2024, §3.2, switch to v-prediction;
+    * a noise offset (Guttenberg 2023) under the flow process: the offset noise is not the Gaussian the
+      flow's straight paths end in, so the velocity target no longer matches the sampler's prior
+      (rectified-flow trainers such as SD3's and Flux's do not use it), and zero terminal SNR is the
+      fix the offset approximated (Lin et al. 2024, §3.1);
+    * a noise offset with zero terminal SNR: redundant (Lin et al. 2024, §3.1) and it shifts the
+      terminal distribution away from the N(0, I) that sampling from σ = inf starts at.
+    """
+    out = []
+    ztsnr = reaches_zero_snr(cfg)
+    if ztsnr and cfg.parameterization == "eps":
+        out.append(
+            "zero terminal SNR with ε-prediction: at λ = −inf the model sees pure noise and cannot "
+            "predict x₀ (Lin et al. 2024, §3.2); use parameterization = \"v\" (or x0 / flow), or drop "
+            "zero_terminal_snr"
+        )
+    if cfg.noise_offset and cfg.process == "flow":
+        out.append(
+            f"noise_offset = {cfg.noise_offset:g} under flow matching: the offset noise is not the N(0, I) "
+            "the sampler starts from, so the velocity target and the prior disagree; rectified-flow models "
+            "(SD3, Flux) train without it — drop noise_offset"
+        )
+    if cfg.noise_offset and ztsnr:
+        out.append(
+            f"noise_offset = {cfg.noise_offset:g} with zero terminal SNR: the offset is the workaround zero "
+            "terminal SNR replaces (Lin et al. 2024, §3.1) and it moves the terminal distribution off N(0, I)"
+        )
+    return out
 
 
 def from_table(d: Mapping[str, Any], *, base: NoiseConfig | None = None) -> NoiseConfig:

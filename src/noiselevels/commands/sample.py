@@ -2,7 +2,8 @@
 
 Draws samples from a trained run folder (EMA weights) along a grid of noise levels: any registered
 spacing (``--spacing karras --spacing-param rho=7``) or an explicit / optimised grid from a JSON file
-(``--sigmas FILE.json``: a list of VE σ, or an object with a ``sigmas`` list, decreasing, trailing 0),
+(``--sigmas FILE.json``: a list of VE σ, or an object with a ``sigmas`` list, decreasing, trailing 0;
+the first may be ``"Infinity"``, as ``spacing show --format json`` writes a zero-terminal-SNR grid),
 with any solver, optional class labels and classifier-free guidance. Writes an image grid (PNG) and,
 with ``--save-tensor``, the raw samples as safetensors.
 """
@@ -76,7 +77,8 @@ def load_sigmas(path: str):
             raise ValueError(f"--sigmas file {path} is an object without a 'sigmas' list")
         data = data["sigmas"]
     if not isinstance(data, list) or len(data) < 2 or not all(isinstance(v, (int, float)) for v in data):
-        raise ValueError(f"--sigmas file {path} must hold a list of at least 2 numbers")
+        raise ValueError(f"--sigmas file {path} must hold a list of at least 2 numbers (the first may be "
+                         '"Infinity": zero terminal SNR)')
     s = torch.tensor(data, dtype=torch.float64)
     if not bool((s[1:] < s[:-1]).all()) or float(s[-1]) < 0:
         raise ValueError(f"--sigmas in {path} must be strictly decreasing and >= 0")
@@ -93,6 +95,8 @@ def run(args) -> int:
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
     if args.steps < 1:
+    if isinstance(data, list) and data and data[0] in ("Infinity", "inf"):  # ZTSNR (as `spacing show` writes)
+        data = [math.inf, *data[1:]]
         raise ValueError(f"--steps must be >= 1; got {args.steps}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")

@@ -32,6 +32,13 @@ import sys
 from noiselevels.commands._args import build_params
 
 FORMATS = ("table", "json", "diffusers", "comfyui")
+# A grid that starts at σ = inf (zero terminal SNR) in the tools' own finite stand-ins for it:
+DIFFUSERS_ZSNR_SIGMA = math.sqrt((1 - 2**-24) / 2**-24)
+"""diffusers' EulerDiscreteScheduler with rescale_betas_zero_snr sets ᾱ_T = 2⁻²⁴: σ_T ≈ 4096."""
+COMFYUI_ZSNR_ALPHA_BAR = 4.8973451890853435e-08
+COMFYUI_ZSNR_SIGMA = math.sqrt((1 - COMFYUI_ZSNR_ALPHA_BAR) / COMFYUI_ZSNR_ALPHA_BAR)
+"""ComfyUI's ModelSamplingDiscrete(zsnr=True) sets ᾱ_T = 4.8973451890853435e-08 (comfy/model_sampling.py,
+rescale_zero_terminal_snr_sigmas): σ_T ≈ 4518.8."""
 OPTIMIZE_SIGMA_RANGE = (0.002, 80.0)  # σ_ve range of `spacing optimize` unless --sigma-min/max
 
 
@@ -173,7 +180,12 @@ def _run_show(args) -> int:
 
     s = spacing(args.name, **build_params(args.params, "--param"))
     sigmas = s.sigmas(args.steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
-    print(format_grid(sigmas, fmt=args.format, title=s.describe(), component=s.to_dict()), end="")
+    timesteps = None
+    if getattr(s, "rule", None) in ("leading", "linspace", "trailing"):  # diffusers' index rules
+        timesteps = [float(t) for t in s.timesteps(args.steps)]
+    text = format_grid(sigmas, fmt=args.format, title=s.describe(), component=s.to_dict(),
+                       timesteps=timesteps)
+    print(text, end="")
     return 0
 
 
@@ -268,13 +280,35 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-def format_grid(sigmas, *, fmt: str = "table", title: str = "", component: dict | None = None) -> str:
+def _json_number(v: float, inf_text: str | None) -> float | str | None:
+    """A float for JSON (which has no inf): finite as is, ±inf as the string "Infinity" / "-Infinity"
+    (Python's float() and JavaScript's Number() both read them), or None where ``inf_text`` is None."""
+    if math.isfinite(v):
+        return float(v)
+    if v > 0 and inf_text is None:
+        return None
+    return "Infinity" if v > 0 else "-Infinity"
+
+
+def format_grid(
+    sigmas, *, fmt: str = "table", title: str = "", component: dict | None = None, timesteps=None
+) -> str:
     """Render a σ_ve grid (n + 1 values, trailing 0) as text in one of ``FORMATS``.
 
     ``table``: columns i, σ_ve, λ = −2 log σ, flow t = σ/(1 + σ). ``json``: an object with the steps,
-    the grid in σ, λ (+inf written as null) and flow t, and the spacing's ``to_dict()``. ``diffusers``:
-    a ``scheduler.set_timesteps(sigmas=[...])`` line (the list includes the trailing 0, as
-    ``EulerDiscreteScheduler`` expects). ``comfyui``: a comma-separated SIGMAS list.
+    the grid in σ, λ (+inf written as null) and flow t, the spacing's ``to_dict()`` and, for diffusers'
+    index rules, its ``timesteps``. ``diffusers``: a ``scheduler.set_timesteps(sigmas=[...])`` line (the
+    list includes the trailing 0, as ``EulerDiscreteScheduler`` expects). ``comfyui``: a comma-separated
+    SIGMAS list.
+
+    **A grid that starts at σ = inf** (zero terminal SNR, e.g. ``uniform_t`` with ``rule=trailing`` on a
+    rescaled table): ``json`` writes σ = inf as the string ``"Infinity"`` and λ = −inf as
+    ``"-Infinity"`` (JSON has no inf; Python's ``float()`` and JavaScript's ``Number()`` read both),
+    flow t = 1, and ``"zero_terminal_snr": true``; ``diffusers`` writes diffusers' own stand-in
+    σ_T = √((1 − 2⁻²⁴)/2⁻²⁴) ≈ 4096 (``EulerDiscreteScheduler(rescale_betas_zero_snr=True)`` sets
+    ᾱ_T = 2⁻²⁴, so its σ → timestep lookup lands on T − 1) and, for the index rules, the equivalent
+    ``set_timesteps(timesteps=[...])`` line; ``comfyui`` writes ComfyUI's σ_T ≈ 4518.8 (ᾱ_T =
+    4.8973451890853435e-08 of ``ModelSamplingDiscrete`` with ``zsnr=True``).
     """
     import torch
 
@@ -287,26 +321,52 @@ def format_grid(sigmas, *, fmt: str = "table", title: str = "", component: dict 
     t = flow_t(logsnr=lam)
     steps = s.numel() - 1
     sig_list = [float(v) for v in s]
+    ztsnr = math.isinf(sig_list[0])
     head = f"{title}, {steps} step{'s' if steps != 1 else ''}" if title else f"{steps} steps"
     if fmt == "json":
         obj = {
             "spacing": component,
             "steps": steps,
-            "sigmas": sig_list,
-            "logsnrs": [float(v) if math.isfinite(v) else None for v in lam.tolist()],
+            "sigmas": [_json_number(v, "Infinity") for v in sig_list],
+            "logsnrs": [_json_number(v, None) for v in lam.tolist()],
             "flow_t": [float(v) for v in t],
         }
+        if ztsnr:
+            obj["zero_terminal_snr"] = True
+        if timesteps is not None:
+            obj["timesteps"] = [float(v) for v in timesteps]
         return json.dumps(obj, indent=2, allow_nan=False) + "\n"
     if fmt == "diffusers":
-        return (
-            f"# {head}: VE sigmas with the trailing 0, for schedulers that take custom sigmas\n"
-            f"# (e.g. EulerDiscreteScheduler; timesteps are derived from the model's own sigma table)\n"
-            f"scheduler.set_timesteps(sigmas=[{', '.join(_num(v) for v in sig_list)}])\n"
-        )
+        return _diffusers_lines(head, sig_list, timesteps)
     if fmt == "comfyui":
-        return f"# {head}: ComfyUI SIGMAS (VE sigmas, trailing 0)\n{', '.join(_num(v) for v in sig_list)}\n"
+        note = f" (σ = inf written as ComfyUI's zsnr σ_T = {COMFYUI_ZSNR_SIGMA:.6g})" if ztsnr else ""
+        sig_list = [COMFYUI_ZSNR_SIGMA if math.isinf(v) else v for v in sig_list]
+        values = ", ".join(_num(v) for v in sig_list)
+        return f"# {head}: ComfyUI SIGMAS (VE sigmas, trailing 0){note}\n{values}\n"
     lines = [f"# {head}", f"{'i':>4}  {'sigma':>14}  {'logsnr':>12}  {'flow_t':>10}"]
     for i, (sv, lv, tv) in enumerate(zip(sig_list, lam.tolist(), t.tolist())):
         lam_text = "inf" if lv == math.inf else f"{lv + 0.0:.6f}"
         lines.append(f"{i:>4}  {sv:>14.8g}  {lam_text:>12}  {tv:>10.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def _diffusers_lines(head: str, sig_list: list[float], timesteps) -> str:
+    """The ``diffusers`` format: a ``set_timesteps(sigmas=[...])`` line (σ = inf as diffusers' ≈ 4096)
+    and, for diffusers' index rules, the ``set_timesteps(timesteps=[...])`` line."""
+    lines = [
+        f"# {head}: VE sigmas with the trailing 0, for schedulers that take custom sigmas",
+        "# (e.g. EulerDiscreteScheduler; timesteps are derived from the model's own sigma table)",
+    ]
+    if math.isinf(sig_list[0]):
+        lines.append(
+            f"# σ = inf (zero terminal SNR) written as diffusers' σ_T = {DIFFUSERS_ZSNR_SIGMA!r} "
+            "(EulerDiscreteScheduler(rescale_betas_zero_snr=True): ᾱ_T = 2**-24)"
+        )
+        sig_list = [DIFFUSERS_ZSNR_SIGMA if math.isinf(v) else v for v in sig_list]
+    lines.append(f"scheduler.set_timesteps(sigmas=[{', '.join(_num(v) for v in sig_list)}])")
+    if timesteps is not None:
+        ts = ", ".join(str(int(v)) if float(v).is_integer() else _num(v) for v in timesteps)
+        lines.append("# or, better for zero terminal SNR (diffusers' zero-SNR σ table is not monotone at T),")
+        lines.append("# the same diffusers timesteps (DDIMScheduler: timestep_spacing; Euler: timesteps=)")
+        lines.append(f"# scheduler.set_timesteps(timesteps=[{ts}])")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ import torch
 from torch import Tensor
 
 from noiselevels.config import NoiseConfig
+from noiselevels.noise import NoiseConfigWarning, reaches_zero_snr
 from noiselevels.runs.checkpoint import CheckpointError, load_checkpoint
 from noiselevels.runs.config import TrainConfig, build_model_for, load_train_config, noise_config
 from noiselevels.runs.images import make_grid, save_image
 from noiselevels.runs.profile import profile_range
 from noiselevels.sampling.denoiser import as_denoiser
-from noiselevels.sampling.solvers import solve
+from noiselevels.sampling.solvers import initial_x, solve
+from noiselevels.sampling.spacings import SPACINGS
 from noiselevels.sampling.spacings import spacing as make_spacing
 from noiselevels.spectral import SpectralRun, solve_per_instance
 
@@ -42,8 +45,10 @@ __all__ = [
     "generate",
     "initial_noise",
     "load_run",
+    "run_schedule",
     "sample_generators",
     "sample_seed",
+    "spacing_for_run",
 ]
 
 
@@ -157,13 +162,42 @@ def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int]) -
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
 
 
+def run_schedule(noise_cfg):
+    """The schedule a run was trained on: its ``[noise.schedule]``, else its density's ``schedule``
+    (``uniform_t``), else None."""
+    if noise_cfg.schedule is not None:
+        return noise_cfg.schedule
+    return getattr(noise_cfg.density, "schedule", None)
+
+
+def spacing_for_run(noise_cfg, name: str, params: Mapping[str, Any] | None = None):
+    """The spacing ``name`` with the run's own schedule filled in where the spacing takes a ``schedule``
+    and none is given: always for those that need one (``uniform_t``, ``beta``), and for ComfyUI's table
+    schedulers (default: Stable Diffusion's table) when the run's schedule is a discrete table. So
+    ``uniform_t`` with ``rule=trailing`` on a zero-terminal-SNR run starts at σ = inf."""
+    kw = dict(params or {})
+    own = run_schedule(noise_cfg)
+    cls = SPACINGS.get(name)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    if "schedule" in fields and "schedule" not in kw and own is not None:
+        needs = fields["schedule"].default is None
+        if needs or hasattr(own, "logsnr_table"):
+            kw["schedule"] = own
+    return make_spacing(name, **kw)
+
+
 def _sigma_grid(noise_cfg, *, sigmas, spacing, spacing_params, steps, sigma_min, sigma_max) -> Tensor:
-    """The shared VE σ grid: explicit ``sigmas``, or ``spacing`` over [σ_min, σ_max] (EDM's default)."""
+    """The shared VE σ grid: explicit ``sigmas``, or ``spacing`` (the run's schedule filled in,
+    :func:`spacing_for_run`) over [σ_min, σ_max] (EDM's default; a table's own range for spacings
+    that take it from a table)."""
     if sigmas is None:
+        sp = spacing_for_run(noise_cfg, spacing, spacing_params)
         lo, hi = default_sigma_range(noise_cfg.process)
+        if sp.fixed_range and sigma_min is None and sigma_max is None:
+            lo = hi = None
         lo = lo if sigma_min is None else sigma_min
         hi = hi if sigma_max is None else sigma_max
-        sigmas = make_spacing(spacing, **dict(spacing_params or {})).sigmas(steps, sigma_min=lo, sigma_max=hi)
+        sigmas = sp.sigmas(steps, sigma_min=lo, sigma_max=hi)
     return torch.as_tensor(sigmas, dtype=torch.float64)
 
 
@@ -233,6 +267,14 @@ def generate(
         raise ValueError("guidance needs class labels (a class-conditional model and --class)")
     sigmas = _sigma_grid(noise_cfg, sigmas=sigmas, spacing=spacing, spacing_params=spacing_params,
                          steps=steps, sigma_min=sigma_min, sigma_max=sigma_max)  # fmt: skip
+    if reaches_zero_snr(noise_cfg) and math.isfinite(float(sigmas[0])):
+        warnings.warn(
+            f"this zero-terminal-SNR model is sampled from σ = {float(sigmas[0]):.4g}, not from pure noise "
+            "(σ = inf), so it keeps the brightness bias ZTSNR removes (Lin et al. 2024, §3.3): use "
+            "--spacing uniform_t --spacing-param rule=trailing",
+            NoiseConfigWarning,
+            stacklevel=2,
+        )
     param = noise_cfg.objective().parameterization
     outs = []
     for start in range(0, num, batch_size):
@@ -245,7 +287,7 @@ def generate(
         if guided:
             cond.update(guidance=float(guidance), uncond={"labels": None})
         den = as_denoiser(model, process=noise_cfg.process, parameterization=param, **cond)
-        x = (noise * float(sigmas[0])).to(device)
+        x = initial_x(noise, sigmas).to(device)  # noise·σ_0, or the noise itself when σ_0 = inf (ZTSNR)
         x = solve(den, x, sigmas=sigmas.to(device), solver=solver, generator=gens)
         outs.append(x.float().cpu())
     return torch.cat(outs)

@@ -14,6 +14,13 @@ Every process shares λ = log(α²/σ²) = −2·log σ_ve, so the adapter is ex
 (λ = +∞ may be outside what a network accepts; the model is called with a placeholder level there
 and its output discarded).
 
+σ_ve = inf (λ = −∞, zero terminal SNR; ``noiselevels.sampling.solvers``' convention): x·α is 0·∞, so a
+row at σ = inf reads x as the pure noise z = ε of a process with α = 0 and σ = 1 there (vp and flow),
+the model is called at λ = −inf and x̂₀ = ``param.to_x0_eps(pred, z=ε, alpha=0, sigma=1)``: −v for
+v-prediction (Salimans & Ho 2022), ε − u for flow, the output itself for x₀ and EDM's F·σ_d. It is
+refused with a ValueError for ε-prediction (x̂₀ = (z − σ·ε̂)/α has α = 0; Lin et al. 2024, §3.2) and
+for the ve process (σ = inf has no finite input there).
+
 Classifier-free guidance (Ho & Salimans 2022, eq. 6): with ``guidance`` w and ``uncond`` (the keyword
 arguments of the unconditional call), D = D_u + w·(D_c − D_u). Because x̂₀ is affine in the prediction
 for every parameterisation, this equals guiding ε̂, v̂ or the flow velocity with the same w.
@@ -70,6 +77,9 @@ class ModelDenoiser:
         alpha, sig = alpha_sigma(logsnr=lam, process=self.process)
         a, s = broadcast(alpha, x), broadcast(sig, x)
         z = a * x
+        pure = torch.isinf(sigma)
+        if pure.any():  # x is the unit noise z = ε at σ = inf (the module docstring)
+            z = torch.where(broadcast(pure, x).bool(), x.to(z.dtype), z)
         pred = self.model(self.param.model_input(z, alpha=a, sigma=s), lam.to(x.dtype), **kw)
         return self.param.to_x0_eps(pred, z=z, alpha=a, sigma=s)[0]
 
@@ -80,8 +90,10 @@ class ModelDenoiser:
             sigma = sigma.expand(x.shape[0])
         if sigma.shape != (x.shape[0],):
             raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},); got {tuple(sigma.shape)}")
-        if (sigma < 0).any() or torch.isnan(sigma).any() or torch.isinf(sigma).any():
-            raise ValueError("sigma must be finite and >= 0 (σ_ve = ∞ has no VE-scale input)")
+        if (sigma < 0).any() or torch.isnan(sigma).any():
+            raise ValueError("sigma must be finite and >= 0, or inf (pure noise: zero terminal SNR)")
+        if torch.isinf(sigma).any():
+            self._check_pure_noise()
         zero = sigma == 0
         if zero.all():
             return x
@@ -93,6 +105,17 @@ class ModelDenoiser:
         if zero.any():
             out = torch.where(broadcast(zero, x).bool(), x, out)
         return out.to(x.dtype)
+
+    def _check_pure_noise(self) -> None:
+        """Refuse σ = inf where x̂₀ is undefined: ε-prediction (α = 0) or the ve process."""
+        if self.param.name == "eps":
+            raise ValueError(
+                "an ε-prediction model cannot predict x₀ from pure noise (σ = inf, λ = −inf: "
+                "x̂₀ = (z − σ·ε̂)/α with α = 0); start the grid at a finite σ or use a v-, x0- or "
+                "flow-prediction model"
+            )
+        if self.process == "ve":
+            raise ValueError("the ve process has no finite input at σ = inf; start the grid at a finite σ")
 
 
 def as_denoiser(

@@ -16,6 +16,19 @@ The contract is k-diffusion's (Karras et al. 2022, "Elucidating the design space
     whose rows are equal gives the same result as the (N+1,) grid; row b of a solve with different
     rows equals the solve of row b alone with its own grid (tested for every solver).
 * In log σ the probability-flow ODE is dx/dσ = (x − D(x, σ))/σ (EDM eq. 3 with σ(t) = t, s(t) = 1).
+* **Zero terminal SNR: a grid may start at σ = inf** (λ = −inf; every row or none, only the first value).
+  x = x₀ + σ·ε is infinite there, so the convention is: when ``sigmas[..., 0]`` is inf, ``x`` is the
+  unit-variance noise ε itself (z_T of the vp and flow processes, whose α is 0 and σ is 1 at λ = −inf;
+  :func:`initial_x` builds it) and the denoiser is called at σ = inf with that ε
+  (``noiselevels.sampling.denoiser`` reads it so for v-, x₀-, flow- and EDM-models and refuses
+  ε-models, which cannot predict x₀ at α = 0). The first step is then, for every solver, the
+  deterministic DDIM step from pure noise (Lin et al. 2024, "Common diffusion noise schedules and
+  sample steps are flawed", §3.3; diffusers' ``DDIMScheduler`` with ``rescale_betas_zero_snr`` and
+  ``timestep_spacing="trailing"``): x̂₀ = D(ε, inf), ε̂ = ε (α = 0), x₁ = x̂₀ + σ₁·ε. The solver then runs
+  on the rest of the grid, σ₁ … σ_N, as if started at x₁: multistep history (``dpmpp_2m``, ``lms``,
+  ``dpmpp_2m_sde``) starts after the first step, stochastic solvers add noise from the second step
+  on, and the callback reports the first step as i = 0 (σ = inf) and the solver's steps as 1, 2, ….
+  NFE is one more than the solver's own count on σ₁ … σ_N.
 
 Each method is a frozen dataclass registered in ``SOLVERS`` whose fields are its options, so unknown
 options are rejected by name and a solver round-trips through ``to_dict``. ``solve`` is the one entry
@@ -63,7 +76,7 @@ from torch import Tensor
 
 from noiselevels.components import Component, _registry_of, check_positive
 
-__all__ = ["SOLVERS", "Solver", "solve", "solver"]
+__all__ = ["SOLVERS", "Solver", "initial_x", "solve", "solver"]
 
 SOLVERS = _registry_of("solver")
 
@@ -388,8 +401,9 @@ def solver(name: str, **options: Any) -> Solver:
 
 def _check_sigmas(sigmas: Tensor | Sequence[float], batch: int) -> Tensor:
     """The grid as an (R, N+1) float64 CPU tensor: R = 1 for a shared (N+1,) grid, R = ``batch`` for
-    a (B, N+1) one. Raises ValueError for a bad shape, non-finite or negative values, rows that are
-    not strictly decreasing, or rows that disagree on ending in 0."""
+    a (B, N+1) one. Raises ValueError for a bad shape, NaN, inf anywhere but the first column (zero
+    terminal SNR), negative values, rows that are not strictly decreasing, or rows that disagree on
+    ending in 0 or on starting at inf."""
     s = torch.as_tensor(sigmas, dtype=_F64).detach().cpu()
     if s.ndim == 1 and s.numel() >= 2:
         s = s.unsqueeze(0)
@@ -397,8 +411,13 @@ def _check_sigmas(sigmas: Tensor | Sequence[float], batch: int) -> Tensor:
         raise ValueError(f"sigmas must be a 1-D grid of at least 2 values (N+1 for N steps) or a (B, N+1) "
                          f"grid per row with B = {batch} rows; got shape {tuple(s.shape)}")
     values = s.tolist() if s.shape[0] > 1 else s[0].tolist()
-    if not torch.isfinite(s).all() or (s < 0).any():
-        raise ValueError(f"sigmas must be finite and >= 0; got {values}")
+    if not torch.isfinite(s[:, 1:]).all() or torch.isnan(s[:, 0]).any() or (s < 0).any():
+        raise ValueError(f"sigmas must be >= 0 and finite (only the first value may be inf: zero terminal "
+                         f"SNR); got {values}")
+    first_inf = torch.isinf(s[:, 0])
+    if first_inf.any() and not first_inf.all():
+        raise ValueError(f"either every row of sigmas starts at inf or none does; got first values "
+                         f"{s[:, 0].tolist()}")
     if (s[:, 1:] >= s[:, :-1]).any():
         raise ValueError(f"sigmas must be strictly decreasing; got {values}")
     last_zero = s[:, -1] == 0
@@ -439,9 +458,10 @@ def solve(
         x: the starting point, shape (B, ...), usually ``noise * sigmas[0]`` (add the data mean for a
            non-centred prior, or ``x_0 + σ·ε`` for SDEdit-style starts; for per-row grids
            ``noise * sigmas[:, :1]`` broadcast over the data dimensions).
-        sigmas: VE noise levels, strictly decreasing, ≥ 0 (only the last may be 0): (N+1,) for one
-           grid shared by the batch, or (B, N+1) for one grid per row of x (all rows ending in 0 or
-           none).
+        sigmas: VE noise levels, strictly decreasing, ≥ 0 (only the last may be 0, only the first may
+           be inf — then ``x`` is the unit noise, see the module docstring): (N+1,) for one grid shared
+           by the batch, or (B, N+1) for one grid per row of x (all rows ending in 0 or none, all
+           starting at inf or none).
         solver: a name in ``SOLVERS`` (``euler``, ``heun``, ``dpmpp_2m``, ``lms``, ``euler_ancestral``,
            ``edm_stochastic``, ``dpmpp_2m_sde``) or a ``Solver`` instance.
         generator: the noise source of stochastic solvers (also used by ``heun`` with ``s_churn`` > 0):
@@ -470,7 +490,39 @@ def solve(
     if progress:
         callback = _progress(grid.shape[1] - 1, callback)
     ctx = _Context(denoiser, x, grid.shape[0] == 1, gens, callback)
+    if bool(torch.isinf(grid[:, 0]).all()):
+        x = _step_from_pure_noise(ctx, x, grid)
+        if grid.shape[1] == 2:
+            return x
+        grid = grid[:, 1:]
+        if callback is not None:
+            ctx.callback = lambda info: callback({**info, "i": info["i"] + 1})
     return method._run(ctx, x, grid)
+
+
+def _step_from_pure_noise(ctx: _Context, noise: Tensor, grid: Tensor) -> Tensor:
+    """The first step of a grid that starts at σ = inf (the module docstring): x̂₀ = D(ε, inf), then
+    x₁ = x̂₀ + σ₁·ε (deterministic DDIM from ᾱ = 0, where ε̂ = ε); x₁ = x̂₀ when σ₁ = 0."""
+    inf = grid[:, 0]
+    denoised = ctx.denoise(noise, inf)
+    if not bool(torch.isfinite(denoised).all()):
+        raise ValueError("the denoiser's prediction from pure noise (σ = inf) is not finite; a grid starting "
+                         "at σ = inf needs a model that predicts x₀ at λ = −inf (v, x0, flow or edm)")
+    ctx.report(0, noise, inf, inf, denoised)
+    if _at_zero(grid[:, 1]):
+        return denoised
+    return denoised + noise * ctx.bc(grid[:, 1])
+
+
+def initial_x(noise: Tensor, sigmas: Tensor | Sequence[float]) -> Tensor:
+    """The ``x`` that :func:`solve` starts from for standard normal ``noise`` (B, ...) and a grid:
+    ``noise·sigmas[..., 0]`` (per row for a (B, N+1) grid), or ``noise`` itself when the grid starts
+    at σ = inf (zero terminal SNR; the module docstring)."""
+    grid = _check_sigmas(sigmas, noise.shape[0])
+    if bool(torch.isinf(grid[:, 0]).all()):
+        return noise.clone()
+    first = grid[:, 0].to(device=noise.device, dtype=noise.dtype)
+    return noise * first.reshape(-1, *([1] * (noise.ndim - 1)))
 
 
 def _progress(n: int, callback: Callback | None) -> Callback:
