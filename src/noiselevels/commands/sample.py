@@ -76,6 +76,8 @@ def load_sigmas(path: str):
         if "sigmas" not in data:
             raise ValueError(f"--sigmas file {path} is an object without a 'sigmas' list")
         data = data["sigmas"]
+    if isinstance(data, list) and data and data[0] in ("Infinity", "inf"):  # ZTSNR (as `spacing show` writes)
+        data = [math.inf, *data[1:]]
     if not isinstance(data, list) or len(data) < 2 or not all(isinstance(v, (int, float)) for v in data):
         raise ValueError(f"--sigmas file {path} must hold a list of at least 2 numbers (the first may be "
                          '"Infinity": zero terminal SNR)')
@@ -95,8 +97,6 @@ def run(args) -> int:
     if args.num < 1:
         raise ValueError(f"--num must be >= 1; got {args.num}")
     if args.steps < 1:
-    if isinstance(data, list) and data and data[0] in ("Infinity", "inf"):  # ZTSNR (as `spacing show` writes)
-        data = [math.inf, *data[1:]]
         raise ValueError(f"--steps must be >= 1; got {args.steps}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
