@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import noiselevels.parameterizations
+import noiselevels.sampling.multistep
 import noiselevels.sampling.solvers
 import noiselevels.sampling.spacings
 import noiselevels.schedules.continuous
