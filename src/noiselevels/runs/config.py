@@ -35,6 +35,7 @@ from noiselevels.training.adaptive import AdaptiveSampler, from_config
 
 __all__ = [
     "PRECISIONS",
+    "DEFAULT_NOISE",
     "DataConfig",
     "TrainConfig",
     "TrainOptions",
@@ -46,6 +47,17 @@ __all__ = [
 ]
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+MAX_PROFILE_BINS = 10_000  # λ bins of the loss profile (each log interval stores count/mean/var per bin)
+
+# The [noise] of a configuration without one (``noiselevels train --data mnist --out DIR``): that of
+# examples/train/mnist_v_cosine.toml (VP, v-prediction, uniform t under the cosine schedule, min-SNR-5).
+DEFAULT_NOISE: dict[str, Any] = {
+    "process": "vp",
+    "parameterization": "v",
+    "schedule": {"name": "cosine"},
+    "density": {"name": "uniform_t"},
+    "weighting": {"name": "min_snr", "gamma": 5.0},
+}
 
 
 def _check_fields(section: str, d: Mapping[str, Any], cls) -> None:
@@ -132,6 +144,10 @@ class TrainOptions:
         if self.log_every < 1:
             raise ValueError(f"[train] log_every must be an integer >= 1; got {self.log_every!r}")
         check_int("train", "profile_bins", self.profile_bins, 2)
+        if self.profile_bins > MAX_PROFILE_BINS:
+            raise ValueError(
+                f"[train] profile_bins must be an integer in [2, {MAX_PROFILE_BINS}]; got {self.profile_bins!r}"
+            )
         check_int("train", "keep_checkpoints", self.keep_checkpoints, 1)
         if self.precision not in PRECISIONS:
             raise ValueError(
@@ -159,6 +175,9 @@ class TrainConfig:
         if not isinstance(d, Mapping):
             raise ValueError(f"a training configuration must be a table/dict; got {type(d).__name__}")
         _check_fields("top level", d, cls)
+        for section in ("noise", "data", "model", "train", "adaptive", "spectral"):
+            if d.get(section) is not None and not isinstance(d[section], Mapping):
+                raise ValueError(f"[{section}] must be a table; got {d[section]!r}")
         data = dict(d.get("data", {}))
         _check_fields("data", data, DataConfig)
         opts = dict(d.get("train", {}))
@@ -166,7 +185,7 @@ class TrainConfig:
         if "classes" in data and data["classes"] is not None:
             data["classes"] = tuple(data["classes"])
         return cls(
-            noise=dict(d.get("noise", {})),
+            noise=dict(d["noise"]) if "noise" in d else dict(DEFAULT_NOISE),
             data=DataConfig(**data),
             model=dict(d.get("model", {})),
             train=TrainOptions(**opts),

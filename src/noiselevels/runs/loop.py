@@ -88,6 +88,21 @@ def check_finite(
     )
 
 
+_REMEDY = "lower the weighting's scale (float32 overflows near 3e38) or the learning rate"
+
+
+def check_finite_value(what: str, value: Tensor | float, *, step: int, note: Callable[[], str]) -> None:
+    """Raise ``NonFiniteLossError`` if ``value`` (the reduced loss that is optimised, or the gradient
+    norm) is NaN or ±inf, even when every per-sample loss is finite (a float32 sum that overflows)."""
+    v = float(value.detach()) if isinstance(value, Tensor) else float(value)
+    if math.isfinite(v):
+        return
+    raise NonFiniteLossError(
+        f"non-finite {what} at step {step} ({v}) although every per-sample loss is finite; "
+        f"{note()}; {_REMEDY}"
+    )
+
+
 class EMA:
     """An exponential moving average of a model's parameters (buffers are copied).
 
@@ -131,6 +146,8 @@ class TrainStep:
         clip_grad_norm: ``clip_grad_norm(params, max_norm) → norm`` (default torch's).
         all_finite: reduces the finite flag over processes (multi-process training).
         note: ends a non-finite loss error's message (:func:`check_finite`).
+        check_grad: also stop on a non-finite gradient norm (False under fp16 loss scaling, whose
+            scaler skips such steps itself).
     """
 
     def __init__(
@@ -146,7 +163,9 @@ class TrainStep:
         clip_grad_norm: Callable[..., Any] | None = None,
         all_finite: Callable[[Tensor], Tensor] | None = None,
         note: Callable[[], str] = lambda: "run stopped",
+        check_grad: bool = True,
     ):
+        self.check_grad = check_grad
         self.optimizer = optimizer
         self.params = list(params)
         self.lr, self.warmup, self.grad_clip = lr, warmup, grad_clip
@@ -166,11 +185,17 @@ class TrainStep:
         per-sample terms are ``losses`` (B,) at levels ``logsnr`` (B,). Returns the new step count."""
         self.set_lr(step)
         check_finite(losses, logsnr, step=step + 1, all_finite=self.all_finite, note=self.note)
+        check_finite_value("mean loss", loss, step=step + 1, note=self.note)
         self.backward(loss)
-        grad_norm = None
+        grad_norm = norm = None
         if self.grad_clip > 0:
             norm = self.clip_grad_norm(self.params, self.grad_clip)
             grad_norm = float("nan") if norm is None else float(norm)
+        elif self.check_grad:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        if self.check_grad and norm is not None:
+            check_finite_value("gradient norm", norm, step=step + 1, note=self.note)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         step += 1

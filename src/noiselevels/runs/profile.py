@@ -99,7 +99,11 @@ class LossProfile:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.edges = torch.tensor(state["edges"], dtype=torch.float64)
         self.acc = torch.tensor(state["acc"], dtype=torch.float64)
-        self.history = [dict(h) for h in state["history"]]
+        # a checkpoint stores empty bins' NaN as null: back to NaN, so the npz stays float
+        self.history = [
+            {k: [math.nan if x is None else x for x in v] if isinstance(v, list) else v for k, v in h.items()}
+            for h in state["history"]
+        ]
 
     def save(self, out_dir: Path, *, plot: bool = True, pending: dict[str, Any] | None = None) -> None:
         """Write loss_profile.json and .npz (and the PNG when ``plot``); ``pending`` is an extra,
@@ -117,9 +121,9 @@ class LossProfile:
                 tmp,
                 edges=self.edges.numpy(),
                 steps=np.array([h["step"] for h in history]),
-                count=np.array([h["count"] for h in history]),
-                mean=np.array([h["mean"] for h in history]),
-                var=np.array([h["var"] for h in history]),
+                count=np.array([h["count"] for h in history], dtype=np.float64),
+                mean=np.array([h["mean"] for h in history], dtype=np.float64),
+                var=np.array([h["var"] for h in history], dtype=np.float64),
             )
             os.replace(tmp, out_dir / "loss_profile.npz")
             if plot:

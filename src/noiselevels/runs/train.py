@@ -293,6 +293,7 @@ class _Trainer:
             clip_grad_norm=acc.clip_grad_norm_,
             all_finite=all_finite,
             note=lambda: f"run stopped, last good checkpoint: {latest_checkpoint(ckpts) or 'none'}",
+            check_grad=opts.precision != "fp16",  # fp16's loss scaler skips inf-gradient steps itself
         )
 
     def restore(self) -> None:

@@ -1,0 +1,125 @@
+"""Regression tests of every item issue 17 found: each bad input gives one line and exit 2 (or works)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from noiselevels.runs.config import DEFAULT_NOISE, TrainConfig
+from noiselevels.runs.loop import NonFiniteLossError, TrainStep
+from tests.reliability._cli import TINY, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "c.toml").write_text(TINY)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------
+# an infinite loss
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "clip", "what"),
+    [("1e37", "1.0", "non-finite "), ("1e36", "0", "non-finite gradient norm")],
+)
+def test_an_overflowing_weighting_stops_at_step_1(tiny, value, clip, what):
+    """Per-sample losses finite, their float32 mean (1e37) or the gradient (1e36) not: stopped at step 1
+    (before, the run finished with 'loss inf' and, with clipping, dropped the inf norm silently)."""
+    r = run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "run"), "--no-progress",
+                 "--set", "noise.weighting.name=constant", "--set", f"noise.weighting.value={value}",
+                 "--set", f"train.grad_clip={clip}"])  # fmt: skip
+    line = r.one_line_error(what, "at step 1", "lower the weighting")
+    assert "last good checkpoint: none" in line
+    assert not (tiny / "run" / "checkpoints").exists() or not any((tiny / "run" / "checkpoints").iterdir())
+
+
+def test_train_step_checks_the_reduced_loss_and_the_gradient_norm():
+    """The step itself: a finite per-sample loss whose mean is inf; a loss whose gradient is inf."""
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    step = TrainStep(opt, [w], lr=0.1)
+    losses = torch.full((2,), 3e38) * w  # each finite, their sum inf
+    with pytest.raises(NonFiniteLossError, match="non-finite mean loss at step 1"):
+        step(0, losses.sum(), losses, torch.zeros(2))
+    w2 = torch.nn.Parameter(torch.ones(2))
+    big = torch.nn.Parameter(torch.ones(2))
+    step2 = TrainStep(torch.optim.SGD([w2, big], lr=0.1), [w2, big], lr=0.1, grad_clip=1.0)
+    loss2 = (w2 * 2e38)[0] - (big * 2e38)[0]  # 0, gradients ±2e38: their norm overflows
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm at step 4"):
+        step2(3, loss2, loss2.detach().reshape(1), torch.zeros(1))
+    torch.testing.assert_close(w2.detach(), torch.ones(2))  # no optimizer step was taken
+
+
+# ---------------------------------------------------------------------------------------------
+# defaults and tables
+# ---------------------------------------------------------------------------------------------
+def test_a_configuration_without_noise_trains_the_documented_default():
+    """No config, no --set noise.*: the [noise] of examples/train/mnist_v_cosine.toml."""
+    cfg = TrainConfig.from_dict({})
+    assert dict(cfg.noise) == DEFAULT_NOISE
+    import tomllib
+    from pathlib import Path
+
+    example = tomllib.loads(
+        (Path(__file__).parents[2] / "examples" / "train" / "mnist_v_cosine.toml").read_text()
+    )
+    assert example["noise"] == DEFAULT_NOISE
+
+
+def test_bare_train_command_trains(tmp_path):
+    r = run_cli(["train", "--data", "mnist", "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--set", "data.num_images=50", "--set", "data.batch_size=4", "--set", "model.channels=[8]"])
+    assert r.code == 0, r.err
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["noise"]["process"] == "vp" and stored["noise"]["parameterization"] == "v"
+
+
+def test_partial_noise_is_still_an_error(tiny):
+    """Only a default for a missing [noise]: a [noise] without process is not silently completed."""
+    r = run_cli(["train", "--data", "digits", "--out", str(tiny / "x"), "--set", "noise.density.name=beta"])
+    r.one_line_error("needs 'process'")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--set", "model=3"], ["--set", "train=[1]"], ["--set", "noise=3"], ["--set", "data='x'"],
+     ["--set", "adaptive=5"], ["--set", "spectral=[]"]],
+)  # fmt: skip
+def test_a_scalar_where_a_table_belongs(tiny, args):
+    section = args[1].split("=")[0]
+    run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "x"), *args]).one_line_error(
+        f"[{section}] must be a table"
+    )
+
+
+def test_a_scalar_table_in_a_toml_file(tmp_path):
+    (tmp_path / "c.toml").write_text("noise = 3\n")
+    run_cli(["train", str(tmp_path / "c.toml"), "--out", str(tmp_path / "x")]).one_line_error(
+        "[noise] must be a table"
+    )
+
+
+def test_huge_profile_bins_is_refused(tiny):
+    r = run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "x"), "--set", "train.profile_bins=10000000"])
+    r.one_line_error("profile_bins must be an integer in [2, 10000]")
+
+
+# ---------------------------------------------------------------------------------------------
+# resume
+# ---------------------------------------------------------------------------------------------
+def test_resume_keeps_loss_profile_npz_numeric(tiny):
+    """Empty bins are null in the checkpoint; after a resume the npz arrays were object arrays."""
+    run = str(tiny / "run")
+    assert run_cli(["train", str(tiny / "c.toml"), "--out", run, "--steps", "2", "--no-progress",
+                    "--set", "train.profile_bins=200"]).code == 0  # fmt: skip
+    assert run_cli(["train", "--resume", run, "--steps", "4", "--no-progress"]).code == 0
+    with np.load(tiny / "run" / "loss_profile.npz", allow_pickle=False) as z:
+        for k in ("count", "mean", "var"):
+            assert z[k].dtype == np.float64 and z[k].shape == (2, 200), (k, z[k].dtype)
+        assert np.isnan(z["mean"]).any()  # empty bins stayed NaN
