@@ -106,7 +106,8 @@ def test_a_scalar_table_in_a_toml_file(tmp_path):
 
 
 def test_huge_profile_bins_is_refused(tiny):
-    r = run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "x"), "--set", "train.profile_bins=10000000"])
+    r = run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "x"),
+                 "--set", "train.profile_bins=10000000"])  # fmt: skip
     r.one_line_error("profile_bins must be an integer in [2, 10000]")
 
 

@@ -34,8 +34,8 @@ from noiselevels.runs.models import build_model
 from noiselevels.training.adaptive import AdaptiveSampler, from_config
 
 __all__ = [
-    "PRECISIONS",
     "DEFAULT_NOISE",
+    "PRECISIONS",
     "DataConfig",
     "TrainConfig",
     "TrainOptions",
@@ -146,7 +146,8 @@ class TrainOptions:
         check_int("train", "profile_bins", self.profile_bins, 2)
         if self.profile_bins > MAX_PROFILE_BINS:
             raise ValueError(
-                f"[train] profile_bins must be an integer in [2, {MAX_PROFILE_BINS}]; got {self.profile_bins!r}"
+                f"[train] profile_bins must be an integer in [2, {MAX_PROFILE_BINS}]; "
+                f"got {self.profile_bins!r}"
             )
         check_int("train", "keep_checkpoints", self.keep_checkpoints, 1)
         if self.precision not in PRECISIONS:
