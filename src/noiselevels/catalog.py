@@ -23,6 +23,7 @@ import noiselevels.schedules.ddpm
 import noiselevels.schedules.transforms
 import noiselevels.spectral
 import noiselevels.training.adaptive
+import noiselevels.training.densities.atoms
 import noiselevels.training.densities.base
 import noiselevels.training.densities.combinators
 import noiselevels.training.densities.flow_time

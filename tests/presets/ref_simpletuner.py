@@ -52,6 +52,11 @@ def draw_flow_sigmas(
     return _shifted(sigmas, flow_shift(**shift_kw))
 
 
+def draw_fast_sigmas(rng, n):
+    """``flux_fast_schedule``: random.choices([1.0]·7 + [0.75, 0.5, 0.25]), not shifted (lines 5085–5089)."""
+    return rng.choice(np.array([1.0] * 7 + [0.75, 0.5, 0.25]), n)
+
+
 def flow_lambda(sigmas):
     """λ = 2·log((1 − σ)/σ)."""
     return 2 * np.log((1 - sigmas) / sigmas)

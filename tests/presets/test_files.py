@@ -43,6 +43,7 @@ CASES = [
     ),
     ("simpletuner_flux.json", "simpletuner", "simpletuner:sigmoid", {"flow_schedule_shift": 3.0}),
     ("simpletuner_sdxl.toml", "simpletuner", "simpletuner:ddpm", {"snr_gamma": 5.0}),
+    ("simpletuner_schnell.toml", "simpletuner", "simpletuner:fast", {}),
     ("diffusers_sd3.sh", "diffusers", "diffusers:sd3", {"weighting_scheme": "logit_normal", "shift": 3.0}),
     (
         "diffusers_sd15.sh",

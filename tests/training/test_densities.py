@@ -65,6 +65,7 @@ def cases() -> dict[str, Density]:
         "rescaled_t_edge": density(
             "rescaled_t", base=density("uniform_t", schedule=schedule("flow")), t_min=0.0, t_max=0.7
         ),
+        "flow_time_atoms": density("flow_time_atoms", times=(1.0, 0.75, 0.5, 0.25), weights=(7, 1, 1, 1)),
         "mixture": mixture([density("laplace", mu=-4.0, b=1.0), density("logit_normal")], [1.0, 3.0]),
         "lognorm_blend": lognorm_blend(),
     }
@@ -83,7 +84,11 @@ def quad_limits(d):
     return max(lo, -400.0), min(hi, 400.0)
 
 
-KINKS = {"laplace": [0.5], "mixture": [-4.0]}
+KINKS = {
+    "laplace": [0.5],
+    "mixture": [-4.0],
+    "flow_time_atoms": [2 * math.log((1 - t) / t) for t in (0.999, 0.75, 0.749, 0.5, 0.499, 0.25, 0.249)],
+}
 
 
 @pytest.mark.parametrize("name", IDS)
@@ -457,6 +462,9 @@ def test_beta_property(a, b, u):
         ("shifted", {"base": None}, "base"),
         ("shifted", {"base": density("cosmap"), "factor": 0.0}, "factor"),
         ("rescaled_t", {"base": density("cosmap"), "t_min": 0.5, "t_max": 0.5}, "t_min"),
+        ("flow_time_atoms", {"times": (0.5, 0.5), "weights": (1, 1)}, "apart"),
+        ("flow_time_atoms", {"times": (0.5,), "weights": (0,)}, "weights"),
+        ("flow_time_atoms", {"times": (1.5,), "weights": (1,)}, "times"),
         ("rescaled_t", {"base": density("cosmap"), "t_max": math.nan}, "t_max"),
         ("logit_normal", {"scale": 1.0}, "unknown parameter"),
         ("no_such_density", {}, "valid names"),

@@ -5,8 +5,8 @@ Options mapped: ``flow_sigmoid_scale`` with the dataset's ``timestep_sampling_of
 ``flow_use_uniform_schedule``, ``flow_use_beta_schedule`` (``flow_beta_schedule_alpha`` / ``_beta``),
 ``flow_schedule_shift``, ``flow_schedule_auto_shift`` (``image_seq_len``), ``snr_gamma``, ``prediction_type``,
 ``timestep_bias_strategy`` (``_multiplier``, ``_begin``, ``_end``, ``_portion``), ``train_batch_size`` and
-``disable_segmented_timestep_sampling``. Not mapped: ``flux_fast_schedule`` (70 % of draws at σ = 1, pure
-noise, λ = −∞, which no density over finite λ holds), ``flow_cubic_schedule_weights``,
+``disable_segmented_timestep_sampling``, ``flux_fast_schedule`` (``simpletuner:fast``: 70 % of draws at σ = 1,
+pure noise, as the density ``flow_time_atoms``). Not mapped: ``flow_cubic_schedule_weights``,
 ``flow_custom_timesteps``.
 
 Read from bghira/SimpleTuner at commit bc8e6ab7738ce457a2ed8eb2d26cadd91c6442cb:
@@ -40,6 +40,7 @@ from noiselevels.presets._common import (
     ToolPresets,
     _beta,
     _check_param,
+    _d,
     _ddpm_cfg,
     _ddpm_density,
     _flow_cfg,
@@ -141,6 +142,18 @@ def _st_beta(
     d = _beta(flow_beta_schedule_alpha, flow_beta_schedule_beta)
     s = flow_shift(flow_schedule_shift, flow_schedule_auto_shift, image_seq_len)
     return _flow_cfg(d if s == 1.0 else _shift_density(d, s))
+
+
+@_preset("simpletuner:fast", "flux_fast_schedule: σ ∈ {1 (70 %), 0.75, 0.5, 0.25}, no shift (Flux Schnell)")
+def _st_fast() -> NoiseConfig:
+    """SimpleTuner ``flux_fast_schedule`` (``common.py`` lines 5085–5089 at bc8e6ab7: taken when neither
+    ``flow_use_uniform_schedule`` nor ``flow_use_beta_schedule`` is set): σ = ``random.choices([1.0]·7 +
+    [0.75, 0.5, 0.25])``, not shifted, timestep σ·1000. Each σ is an atom of ``flow_time_atoms`` spread over
+    the cell (σ − 0.005, σ]: each cell's mass is exact; 0.005 is wide enough for the 0.01-step λ grids of
+    ``inspect`` / ``compare`` to see every atom (≥ 4 points), and puts the 70 % at pure noise at
+    λ < −10.6, outside the default window, as λ = −∞ is. Flow loss."""
+    atoms = _d("flow_time_atoms", times=(1.0, 0.75, 0.5, 0.25), weights=(7.0, 1.0, 1.0, 1.0), cell=0.005)
+    return _flow_cfg(atoms)
 
 
 def _bias_weights(strategy, multiplier, begin, end, portion, T) -> np.ndarray:

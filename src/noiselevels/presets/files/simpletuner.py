@@ -30,7 +30,7 @@ TABLE = ToolTable(
     selector=None,
     default="sigmoid",
     presets={"sigmoid": "simpletuner:sigmoid", "uniform": "simpletuner:uniform", "beta": "simpletuner:beta",
-             "ddpm": "simpletuner:snr_gamma"},
+             "fast": "simpletuner:fast", "ddpm": "simpletuner:snr_gamma"},
     params={p: p for p in _PARAMS},
     unmodelled={
         "noise_offset": "adds a per-channel constant to the noise",
@@ -88,9 +88,13 @@ def choose(p: Parsed) -> tuple[str, dict[str, Any], list[str]]:
         name = "simpletuner:uniform"
     elif opts.get("flow_use_beta_schedule"):
         name = "simpletuner:beta"
+    elif opts.get("flux_fast_schedule"):
+        name = "simpletuner:fast"
+        skip = (*skip, "flux_fast_schedule", "flow_sigmoid_scale", "flow_schedule_shift",
+                "flow_schedule_auto_shift", "timestep_sampling_offset")
     else:
         name = "simpletuner:sigmoid"
     if p.family.process == "flow":
-        skip = (*skip, "snr_gamma", "prediction_type")
+        skip = (*skip, "snr_gamma", "prediction_type", "flux_fast_schedule")  # fast: the preset itself
     params, missing = map_params(TABLE, name, opts, skip=skip)
     return name, params, missing

@@ -32,7 +32,9 @@ Registered names (``density(name, **kw)``):
 ``uniform_logsnr``     λ ~ U(λ_min, λ_max)
 ``truncated``          a density restricted to [λ_min, λ_max] and renormalised (``d.truncate(lo, hi)``)
 ``shifted``            a density moved by the flow shift s: λ → λ − 2·log s (t' = s·t/(1 + (s − 1)·t))
+``rescaled_t``         a density with flow time mapped affinely onto [t_min, t_max] (kohya SD3 min/max)
 ``mixture``            Σ_k w_k p_k(λ) (weights normalised to sum 1)
+``flow_time_atoms``    a few flow times with probabilities, each spread over a 1/1000 cell
 =====================  ======================================================================
 
 Where no closed-form inverse exists the inverse is found by Newton's method safeguarded by
@@ -41,14 +43,15 @@ bisection in float64 (:func:`solve_increasing`), to a relative tolerance of 1e-1
 The package: :mod:`~noiselevels.training.densities.base` (``ExactDensity``, ``density(name)``,
 ``Truncated``), :mod:`~noiselevels.training.densities.logsnr` (densities stated over λ),
 :mod:`~noiselevels.training.densities.flow_time` (densities stated over flow t) and
-:mod:`~noiselevels.training.densities.combinators` (shifted, mixture, lognorm_blend); every public name is
-re-exported here.
+:mod:`~noiselevels.training.densities.combinators` (shifted, rescaled_t, mixture, lognorm_blend) and
+:mod:`~noiselevels.training.densities.atoms` (flow_time_atoms); every public name is re-exported here.
 """
 
 from noiselevels._numerics import solve_increasing
 from noiselevels.components import DENSITIES
+from noiselevels.training.densities.atoms import FlowTimeAtoms
 from noiselevels.training.densities.base import ExactDensity, Truncated, density, truncated
-from noiselevels.training.densities.combinators import Mixture, Shifted, lognorm_blend, mixture
+from noiselevels.training.densities.combinators import Mixture, RescaledT, Shifted, lognorm_blend, mixture
 from noiselevels.training.densities.flow_time import (
     Beta,
     Cosmap,
@@ -74,6 +77,7 @@ __all__ = [
     "CauchyDensity",
     "Cosmap",
     "ExactDensity",
+    "FlowTimeAtoms",
     "FlowTimeDensity",
     "InvertedParabola",
     "LaplaceDensity",
@@ -83,6 +87,7 @@ __all__ = [
     "Mixture",
     "Mode",
     "NormalLogsnr",
+    "RescaledT",
     "Shifted",
     "SigmoidT",
     "Truncated",
