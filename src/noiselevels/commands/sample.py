@@ -30,7 +30,12 @@ def register(subparsers) -> None:
             "  noiselevels sample runs/cond --class 3 --guidance 2.0 --out threes.png\n"
         ),
     )
-    p.add_argument("run", metavar="DIR", help="run folder of `noiselevels train` or a base (mnist-base)")
+    p.add_argument(
+        "run",
+        metavar="DIR",
+        help="run folder of `noiselevels train`, a base (mnist-base), or a diffusers pipeline folder / "
+        "cached hub id (SD 1.x/2.x, SDXL, SD3, Flux: then --prompt, and --out is a folder of PNGs)",
+    )
     p.add_argument("--adapter", metavar="DIR", help="LoRA fine-tune folder (noiselevels finetune) to attach")
     p.add_argument("--steps", type=int, default=20, metavar="N", help="number of solver steps (default 20)")
     p.add_argument("--spacing", default="karras", metavar="NAME", help="spacing name (default karras)")
@@ -45,9 +50,20 @@ def register(subparsers) -> None:
     p.add_argument("--sigma-min", type=float, default=None, help="smallest non-zero VE σ (default 0.002)")
     p.add_argument("--sigma-max", type=float, default=None, help="largest VE σ (default 80)")
     p.add_argument("--solver", default="heun", metavar="NAME", help="solver name (default heun)")
-    p.add_argument("--num", type=int, default=64, metavar="K", help="number of samples (default 64)")
+    p.add_argument("--num", type=int, default=None, metavar="K",
+                   help="number of samples (default 64; 1 for a pipeline)")
     p.add_argument("--class", dest="label", type=int, default=None, metavar="C", help="class label")
-    p.add_argument("--guidance", type=float, default=None, metavar="W", help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance scale (a pipeline's default: 7.5 SD, 5 SDXL, 7 SD3; "
+                   "Flux-dev: the embedded guidance, default 3.5)")
+    pipe = p.add_argument_group("diffusers pipelines")
+    pipe.add_argument("--prompt", metavar="TEXT", help="text prompt (pipelines)")
+    pipe.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt (the unconditional branch)")
+    pipe.add_argument("--true-cfg", type=float, default=None, metavar="W",
+                      help="Flux: real classifier-free guidance scale with --negative-prompt")
+    pipe.add_argument("--size", metavar="WxH", help="image size in pixels (default the model's native size)")
+    pipe.add_argument("--scheduler", choices=["diffusers"], default=None,
+                      help="diffusers: the pipeline scheduler's own grid for --steps (instead of --spacing)")
     p.add_argument(
         "--seed",
         type=int,
@@ -55,11 +71,13 @@ def register(subparsers) -> None:
         help="seed (default 0): sample i depends only on (seed, i), whatever --num and --batch-size",
     )
     p.add_argument(
-        "--batch-size", type=int, default=256, metavar="N", help="samples solved at once (default 256)"
+        "--batch-size", type=int, default=None, metavar="N",
+        help="samples solved at once (default 256; 4 for a pipeline)"
     )
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default √K)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="image grid to write")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="image grid to write (a pipeline: a folder, one PNG per sample)")
     p.add_argument("--save-tensor", metavar="FILE.safetensors", help="also save the samples (key 'samples')")
     p.set_defaults(func=run)
 
@@ -89,6 +107,18 @@ def load_sigmas(path: str):
 
 def run(args) -> int:
     import torch
+
+    from noiselevels.runs.families import is_pipeline
+
+    if is_pipeline(args.run):
+        from noiselevels.commands._pipeline_sample import run_pipeline
+
+        return run_pipeline(args)
+    for flag in ("prompt", "negative_prompt", "true_cfg", "size", "scheduler"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} is for diffusers pipelines; {args.run} is not one")
+    args.num = 64 if args.num is None else args.num
+    args.batch_size = 256 if args.batch_size is None else args.batch_size
 
     from noiselevels.runs.images import make_grid, save_image
     from noiselevels.runs.lora import load_model

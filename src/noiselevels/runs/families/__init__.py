@@ -40,6 +40,7 @@ tests/runs/families (the pipeline-equality test is what proves steps 4 and 5).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -131,7 +132,25 @@ def load_pipeline(
     family = family_of(folder)
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    with _quiet_loading():
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     return FAMILIES[family](pipe)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """diffusers' and transformers' loading progress bars off while loading (restored afterwards)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = [(m, m.is_progress_bar_enabled()) for m in (dlog, tlog)]
+    for m, _ in was:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, enabled in was:
+            if enabled:
+                m.enable_progress_bar()

@@ -179,6 +179,16 @@ class LatentModel(nn.Module):
         """The grid the pipeline's scheduler visits in ``steps`` steps at this image size (pixels)."""
         raise NotImplementedError
 
+    def sigma_range(self) -> tuple[float, float]:
+        """(σ_min, σ_max) on the VE scale the model was trained over, the default range of the project's
+        spacings for it: the DDPM table's first and last finite entries; for flow models
+        σ = 1/T and 1 − 1/T (T = ``num_train_timesteps``, 1000: σ_ve from 0.001 to 999)."""
+        raise NotImplementedError
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config.latent_channels)
+
     def image_seq_len(self, height: int, width: int) -> int:
         """Tokens the network sees for an image of height × width pixels (latent positions for a UNet)."""
         f = self.vae_scale_factor

@@ -90,7 +90,21 @@ def _flow_grid(sch: Any) -> SchedulerGrid:
     return SchedulerGrid(sigmas=ve, init_noise_sigma=init, timesteps=timesteps)
 
 
-class StableDiffusion3(LatentModel):
+class _FlowModel(LatentModel):
+    """What SD3 and Flux share: the transformer, the flow NoiseConfig, the σ range."""
+
+    def _network(self, pipe: Any) -> nn.Module:
+        return pipe.transformer
+
+    def _noise_config(self) -> NoiseConfig:
+        return _flow_noise()
+
+    def sigma_range(self) -> tuple[float, float]:
+        T = int(self.pipe.scheduler.config.num_train_timesteps)
+        return 1.0 / (T - 1), float(T - 1)
+
+
+class StableDiffusion3(_FlowModel):
     """Stable Diffusion 3 / 3.5 (``StableDiffusion3Pipeline``); see the module docstring."""
 
     family = "sd3"
@@ -99,12 +113,6 @@ class StableDiffusion3(LatentModel):
     cond_keys = ("encoder_hidden_states", "pooled_projections")
     default_guidance = 7.0  # StableDiffusion3Pipeline.__call__'s guidance_scale
     max_sequence_length = 256  # the pipeline's default T5 length
-
-    def _network(self, pipe: Any) -> nn.Module:
-        return pipe.transformer
-
-    def _noise_config(self) -> NoiseConfig:
-        return _flow_noise()
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
@@ -168,7 +176,7 @@ def image_ids(h: int, w: int, *, device=None, dtype=torch.float32) -> Tensor:
     return torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
 
 
-class Flux(LatentModel):
+class Flux(_FlowModel):
     """Flux.1 dev / schnell (``FluxPipeline``); see the module docstring."""
 
     family = "flux"
@@ -180,12 +188,6 @@ class Flux(LatentModel):
     default_guidance = 3.5  # FluxPipeline.__call__'s guidance_scale (the embedded guidance)
     training_guidance = 3.5
     max_sequence_length = 512  # the pipeline's default T5 length
-
-    def _network(self, pipe: Any) -> nn.Module:
-        return pipe.transformer
-
-    def _noise_config(self) -> NoiseConfig:
-        return _flow_noise()
 
     def _default_sample_size(self) -> int:
         return int(self.pipe.default_sample_size)

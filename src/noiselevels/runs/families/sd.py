@@ -101,6 +101,11 @@ class StableDiffusion(LatentModel):
         lam = torch.as_tensor(logsnr).detach().to(device="cpu", dtype=torch.float64)
         return sched.t_to_timestep(sched.t_of(lam))
 
+    def sigma_range(self) -> tuple[float, float]:
+        lam = self.noise.schedule.logsnr_table()
+        lam = lam[torch.isfinite(lam)]
+        return float(torch.exp(-0.5 * lam[0])), float(torch.exp(-0.5 * lam[-1]))
+
     def _unet_kwargs(self, z: Tensor, cond: dict[str, Any]) -> dict[str, Any]:
         return {"encoder_hidden_states": cond["encoder_hidden_states"]}
 
