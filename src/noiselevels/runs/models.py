@@ -29,6 +29,10 @@ per-channel scale and shift (FiLM), no attention. Inputs whose side is not a mul
 :class:`DiffusersUNet` wraps diffusers' ``UNet2DModel`` or ``UNet2DConditionModel`` built from a config
 dict into the same call. Its integer-style timestep input is the continuous ``1000·t`` with
 t = sigmoid(−λ/2) (the flow-matching time of λ; 0 at λ = +inf, 1000 at λ = −inf), so any process works.
+It is for the project's own small UNets trained from scratch with that convention. A *pretrained*
+network has its own timestep convention (SD's UNet: DDPM timesteps of its β table; SD3: 1000·σ; Flux:
+σ), which this map would mis-condition: pretrained diffusers pipelines go through
+``noiselevels.runs.families`` (``load_pipeline``) instead.
 
 ``build_model(config_dict)`` rebuilds any of these from ``model.config.to_dict()``.
 """
@@ -455,7 +459,8 @@ class MLP(nn.Module):
 class DiffusersUNet(nn.Module):
     """diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` behind ``model(z, logsnr, labels=None)``.
 
-    timestep = 1000·sigmoid(−λ/2) (continuous; the flow time of λ, finite at λ = ±inf). Labels as in
+    timestep = 1000·sigmoid(−λ/2) (continuous; the flow time of λ, finite at λ = ±inf) — for networks
+    trained from scratch here; pretrained pipelines use ``noiselevels.runs.families``. Labels as in
     the module docstring (null label = ``num_classes``). Spatial sizes that the diffusers network cannot
     halve often enough are padded (replicate) and the output cropped. diffusers is imported lazily.
     """
