@@ -134,3 +134,26 @@ def test_flow_grid_starts_at_pure_noise(latent_model):
     assert math.isinf(grid.sigmas[0]) and grid.sigmas[-1] == 0
     with pytest.raises(ValueError, match="negative prompt needs guidance_scale"):
         latent_model("sd").denoiser(latent_model("sd").encode_prompts(["x"]), negative={})
+
+
+def test_v_prediction_sd_matches_pipeline(tiny_pipeline):
+    """SD 2.x-style v-prediction with trailing spacing: the NoiseConfig says v and Euler on the
+    scheduler's grid still equals the pipeline."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from noiselevels.runs.families.sd import StableDiffusion
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline("sd"), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="trailing"
+    )
+    model = StableDiffusion(pipe)
+    assert model.noise.parameterization == "v"
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    ref = pipe("a cat", latents=noise.clone(), num_inference_steps=3, height=32, width=32,
+               guidance_scale=1.0, output_type="latent").images
+    grid = model.scheduler_grid(3, height=32, width=32)
+    out = solve_latents(model.denoiser(model.encode_prompts(["a cat"])), noise, grid.sigmas,
+                        init_noise_sigma=grid.init_noise_sigma)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
