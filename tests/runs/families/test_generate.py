@@ -54,3 +54,20 @@ def test_bad_arguments(latent_model):
         generate_images(model, "x", steps=1, true_cfg=2.0)
     with pytest.raises(ValueError, match="Flux's classifier-free guidance needs both"):
         generate_images(latent_model("flux"), "x", steps=1, height=32, width=32, negative_prompt="y")
+
+
+def test_pndm_grid_is_its_distinct_timesteps(tiny_pipeline):
+    """SD 1.5 ships PNDMScheduler, whose PLMS grid repeats a timestep: the σ grid is the distinct
+    timesteps' √((1 − ᾱ)/ᾱ), decreasing, then 0; the start scale √(1 + σ₀²) (z = noise)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    from noiselevels.runs.families.sd import StableDiffusion
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline("sd"), use_safetensors=True)
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config, skip_prk_steps=True,
+                                               set_alpha_to_one=False)
+    grid = StableDiffusion(pipe).scheduler_grid(5, height=32, width=32)
+    abar = pipe.scheduler.alphas_cumprod.to(torch.float64)[[801, 601, 401, 201, 1]]
+    want = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)])
+    torch.testing.assert_close(grid.sigmas, want)
+    assert grid.init_noise_sigma == pytest.approx(math.sqrt(1 + float(want[0]) ** 2))

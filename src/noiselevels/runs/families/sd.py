@@ -115,16 +115,19 @@ class StableDiffusion(LatentModel):
 
     def scheduler_grid(self, steps: int, *, height: int, width: int) -> SchedulerGrid:
         """The scheduler's timesteps for ``steps`` steps as VE σ = √((1 − ᾱ)/ᾱ) with a trailing 0 —
-        the scheduler's own ``sigmas`` where it has them (Euler, Heun, DPM-Solver, …). The start scale
-        is the scheduler's ``init_noise_sigma`` where it is not 1, else √(1 + σ₀²) (a scheduler that
-        starts from z = noise of std 1)."""
+        the scheduler's own ``sigmas`` where it has them (Euler, Heun, DPM-Solver, …), else the distinct
+        timesteps' table values (DDIM, PNDM: SD 1.5's own scheduler; its grid, not its multistep method,
+        and the trailing 0 replaces DDIM's last step to ᾱ_0). The start scale is the scheduler's
+        ``init_noise_sigma`` where it is not 1, else √(1 + σ₀²) (a scheduler that starts from z = noise
+        of std 1)."""
         del height, width  # the DDPM families' grids do not depend on the image size
         sch = self._scheduler()
         sch.set_timesteps(steps)
         timesteps = torch.as_tensor(np.asarray(sch.timesteps), dtype=torch.float64)
         if getattr(sch, "sigmas", None) is not None:
             sigmas = torch.as_tensor(np.asarray(sch.sigmas), dtype=torch.float64)
-        else:
+        else:  # DDIM, PNDM (whose PLMS grid repeats a timestep), …: the distinct timesteps, decreasing
+            timesteps = torch.unique(timesteps).flip(0)
             abar = torch.as_tensor(np.asarray(sch.alphas_cumprod), dtype=torch.float64)[timesteps.long()]
             sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)])
         init = float(sch.init_noise_sigma)
