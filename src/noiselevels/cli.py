@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "spectral",
     "finetune",
     "sweep",
+    "reproduce",
 ]
 
 
@@ -56,6 +57,30 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
                 _plain_help(child)
 
 
+def _option_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """dest → how the user wrote it (``--out``, ``DIR``), for the (sub)commands ``args`` chose."""
+    names: dict[str, str] = {}
+    p: argparse.ArgumentParser | None = parser
+    while p is not None:
+        chosen = None
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                chosen = a.choices.get(getattr(args, a.dest, None) or "")
+            else:
+                names.setdefault(a.dest, a.option_strings[-1] if a.option_strings else (a.metavar or a.dest))
+        p = chosen
+    return names
+
+
+def _reject_empty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty string is never a value: not the current folder, not "use the default"."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = _option_names(parser, args).get(dest, dest)
+            raise ValueError(f"{name} is empty; give a value (or leave the option out)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _reject_empty(parser, args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("noiselevels: interrupted", file=sys.stderr)

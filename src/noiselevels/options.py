@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MemoryEstimateError",
     "MissingFileError",
     "apply_overrides",
+    "available_memory",
     "check_keys",
+    "check_memory",
     "parse_assignments",
     "parse_value",
     "read_toml",
@@ -37,6 +40,39 @@ __all__ = [
 
 class MissingFileError(FileNotFoundError, ValueError):
     """A file the user named does not exist: an ``OSError`` and a user error (``ValueError``) alike."""
+
+
+class MemoryEstimateError(ValueError):
+    """A size the user asked for cannot be allocated; raised before allocating, with the estimate."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``; else the physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
+        return 2**40
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
+
+
+def check_memory(nbytes: float, what: str, hint: str = "ask for less") -> None:
+    """Raise :class:`MemoryEstimateError` (one line: ``what`` needs about X GB, Y GB available; ``hint``)
+    when the estimate ``nbytes`` exceeds the memory available, before anything is allocated."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise MemoryEstimateError(
+            f"{what} needs about {_gb(nbytes)} of memory, more than the {_gb(avail)} available; {hint}"
+        )
 
 
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")

@@ -21,11 +21,12 @@ Command modules import this module at their top; it imports the library (``catal
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from noiselevels.options import split_assignment
+from noiselevels.options import check_memory, split_assignment
 
-__all__ = ["NESTED", "build_params", "parse_params", "preset_spec"]
+__all__ = ["NESTED", "build_params", "check_grid_size", "check_output_file", "parse_params", "preset_spec"]
 
 NESTED = ("schedule", "density")  # parameters whose value names a component of another kind
 
@@ -81,3 +82,15 @@ def preset_spec(spec: str, what: str) -> tuple[str, dict[str, Any]]:
     (preset name, parameters); ``what`` names a malformed parameter in the error."""
     name, _, query = spec.partition("?")
     return name, parse_params([q for q in query.split("&") if q], what)
+
+
+def check_grid_size(steps: int, what: str = "--steps") -> None:
+    """Refuse, before allocating, a grid of ``steps`` steps that does not fit in memory (a grid and its
+    derived arrays: about 16 float64 numbers per step)."""
+    check_memory(16 * 8 * (steps + 1), f"{what} {steps}", "use fewer steps")
+
+
+def check_output_file(path: str | None, what: str) -> None:
+    """An output file option must not name a folder (checked before any work is done)."""
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")

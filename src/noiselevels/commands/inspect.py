@@ -171,7 +171,9 @@ def window(args) -> tuple[float, float, int]:
     from noiselevels.analysis import DEFAULT_LOGSNR_RANGE, DEFAULT_POINTS
 
     lo, hi = args.range if args.range else DEFAULT_LOGSNR_RANGE
-    return float(lo), float(hi), int(args.points or DEFAULT_POINTS)
+    if args.points is not None and args.points < 2:
+        raise ValueError(f"--points must be >= 2; got {args.points}")
+    return float(lo), float(hi), int(DEFAULT_POINTS if args.points is None else args.points)
 
 
 def sampler_levels(args):

@@ -128,10 +128,16 @@ def run(args) -> int:
         raise ValueError(f"--num must be >= 1; got {args.num}")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1; got {args.steps}")
+    if args.nrow is not None and args.nrow < 1:
+        raise ValueError(f"--nrow must be >= 1; got {args.nrow}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
-    from noiselevels.commands._args import build_params
+    from noiselevels.commands._args import build_params, check_grid_size, check_output_file
+    from noiselevels.options import check_memory
 
+    check_grid_size(args.steps)
+    check_output_file(args.out, "--out")
+    check_output_file(args.save_tensor, "--save-tensor")
     params = build_params(args.spacing_param, "--spacing-param")
     sigmas = load_sigmas(args.sigmas) if args.sigmas else None
     run_ = load_model(args.run, args.adapter, ema=not args.no_ema)  # = load_run for a run folder
@@ -145,6 +151,7 @@ def run(args) -> int:
         labels = torch.full((args.num,), args.label, dtype=torch.long)
     elif num_classes is not None:
         labels = torch.arange(args.num) % num_classes
+    check_memory(8 * args.num * math.prod(run_.data["shape"]), f"--num {args.num}", "draw fewer samples")
     x = generate(
         run_.model,
         run_.noise,
@@ -163,10 +170,12 @@ def run(args) -> int:
         sigma_max=args.sigma_max,
         spectral=run_.spectral,  # per-instance (spectral) runs: bounds from the run's mixture
     )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"the model of {args.run} gave non-finite samples (NaN weights?); nothing written")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if len(run_.data["shape"]) == 3:
-        nrow = args.nrow or max(1, math.ceil(math.sqrt(args.num)))
+        nrow = args.nrow if args.nrow is not None else max(1, math.ceil(math.sqrt(args.num)))
         save_image(make_grid(x.clamp(-1, 1), nrow=nrow), out)
     else:
         _scatter(x, out)

@@ -29,7 +29,7 @@ import json
 import math
 import sys
 
-from noiselevels.commands._args import build_params
+from noiselevels.commands._args import build_params, check_grid_size
 
 FORMATS = ("table", "json", "diffusers", "comfyui")
 # A grid that starts at σ = inf (zero terminal SNR) in the tools' own finite stand-ins for it:
@@ -178,6 +178,7 @@ def _run_list(args) -> int:
 def _run_show(args) -> int:
     from noiselevels.sampling.spacings import spacing
 
+    check_grid_size(args.steps)
     s = spacing(args.name, **build_params(args.params, "--param"))
     sigmas = s.sigmas(args.steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
     timesteps = None
@@ -197,6 +198,9 @@ def _run_optimize(args) -> int:
     from noiselevels.sampling.optimize import DEFAULT_INITS, optimize_spacing
     from noiselevels.sampling.spacings import spacing
 
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1; got {args.num_samples}")
+    check_grid_size(args.steps)
     sigma_min = OPTIMIZE_SIGMA_RANGE[0] if args.sigma_min is None else args.sigma_min
     sigma_max = OPTIMIZE_SIGMA_RANGE[1] if args.sigma_max is None else args.sigma_max
     trained = None

@@ -25,10 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import noiselevels.catalog  # noqa: F401  (fills every registry a [noise] table may name)
 from noiselevels.config import NoiseConfig
 from noiselevels.config import noise_config as _noise_config
-from noiselevels.options import apply_overrides, check_keys, read_toml
+from noiselevels.options import apply_overrides, check_keys, check_memory, read_toml
 from noiselevels.runs.data import load_dataset
 from noiselevels.runs.models import build_model
 from noiselevels.training.adaptive import AdaptiveSampler, from_config
@@ -307,9 +309,23 @@ def build_model_for(model_cfg: Mapping[str, Any], dataset_meta: Mapping[str, Any
         cfg.setdefault("in_channels", shape[0])
     elif cfg["kind"] == "mlp":
         cfg.setdefault("dim", shape[0])
+    _check_model_memory(cfg)
     model = build_model(cfg)
     resolved = model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else cfg
     return model, dict(resolved)
+
+
+def _check_model_memory(cfg: Mapping[str, Any]) -> None:
+    """Refuse a network too large for memory before allocating it: its parameters are counted on the
+    meta device; weights, gradients, two AdamW moments and the EMA take 5 × 4 bytes per parameter."""
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in build_model(dict(cfg)).parameters())
+    except (ValueError, TypeError, KeyError):
+        raise
+    except Exception:  # a model that cannot be built on the meta device: no estimate
+        return
+    check_memory(20 * n, f"[model] with {n:,} parameters", "use fewer or smaller channels")
 
 
 def build_adaptive(section: Mapping[str, Any], objective) -> AdaptiveSampler:

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noiselevels.options import check_memory
 from noiselevels.runs.images import load_image_pil, resize_center_crop
 
 __all__ = [
@@ -334,6 +335,8 @@ def _convert_images(x: Tensor, *, size: int | None, channels: int | None) -> Ten
             w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
             x = (x * w).sum(1, keepdim=True)
     if size is not None and size != x.shape[-1]:
+        check_memory(3 * 4 * x.shape[0] * x.shape[1] * size * size, f"{x.shape[0]} images at size {size}",
+                     "give a smaller size")  # fmt: skip
         x = torch.nn.functional.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
         )
@@ -554,6 +557,8 @@ def _load_folder(path: str, *, split: str, size: int, channels: int | None) -> A
             "every 10th image of each class); use split='all'"
         )
 
+    n = len(keep)
+    check_memory(3 * 4 * 3 * n * size * size, f"{n} images at size {size}", "give a smaller size")
     pil = [load_image_pil(files[i]) for i in keep]
     if channels is None:
         channels = 1 if all(im.mode == "L" for im in pil) else 3

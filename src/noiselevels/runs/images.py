@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noiselevels.options import check_memory
+
 __all__ = ["load_image", "load_image_pil", "make_grid", "resize_center_crop", "save_image", "to_uint8"]
 
 
@@ -101,8 +103,8 @@ def load_image_pil(path: str | os.PathLike):
                 hi = 1.0 if mode == "1" else (65535.0 if a.max() > 255 else 255.0)
                 return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {str(path)!r}: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
 
 
 def resize_center_crop(image, size: int):
@@ -128,6 +130,8 @@ def load_image(path: str | os.PathLike, *, size: int | None = None, channels: in
         raise ValueError(f"channels must be 1 or 3; got {channels!r}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ValueError(f"size must be an integer >= 1; got {size!r}")
+    if size is not None:
+        check_memory(3 * 4 * 3 * size * size, f"size {size}", "give a smaller size")
     im = load_image_pil(path)
     if channels is not None:
         im = im.convert("L" if channels == 1 else "RGB")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from noiselevels.options import check_memory
 from noiselevels.runs.bases import BaseModel, load_base
 from noiselevels.runs.config import TrainConfig, noise_config
 from noiselevels.runs.run import Run, load_run
@@ -55,6 +56,24 @@ def lora_targets(model: nn.Module, pattern: str | None = None) -> list[str]:
     return names
 
 
+def _check_lora_memory(model: nn.Module, targets: list[str], rank: int) -> None:
+    """Refuse a rank above what any adapted layer can use, or adapters that cannot be allocated: A and B
+    hold rank·(fan_in + fan_out) numbers per adapted layer; weights, gradients and two AdamW moments take
+    4 × 4 bytes each."""
+    n, useful = 0, 0
+    for name in targets:
+        m = model.get_submodule(name)
+        fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.in_features
+        n += rank * (fan_in + m.weight.shape[0])
+        useful = max(useful, min(fan_in, m.weight.shape[0]))
+    if rank > useful:
+        raise ValueError(
+            f"rank must be <= {useful} (the largest min(fan_in, fan_out) of the adapted layers: B·A has no "
+            f"higher rank); got {rank}"
+        )
+    check_memory(16 * n, f"LoRA rank {rank} ({n:,} adapter parameters)", "use a smaller rank")
+
+
 def add_lora(
     model: nn.Module,
     *,
@@ -86,9 +105,9 @@ def add_lora(
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n - 1:
             raise ValueError(f"label must be an integer in 0..{n - 2}; got {label!r}")
         extra["trainable_token_indices"] = {emb: [label]}
-    cfg = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=lora_targets(model, target), **extra
-    )
+    targets = lora_targets(model, target)
+    _check_lora_memory(model, targets, rank)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, **extra)
     return get_peft_model(model, cfg)
 
 
@@ -104,12 +123,35 @@ def _adapter_paths(adapter: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     return adir, info
 
 
+def _check_adapter_weights(adir: Path) -> None:
+    """The adapter's weights are a readable ``adapter_model.safetensors`` in ``adir``: a pickled
+    ``.bin`` is refused (loading it could run code), a missing or truncated file is one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = adir / "adapter_model.safetensors"
+    if not weights.is_file():
+        pickled = [n for n in ("adapter_model.bin", "adapter_model.pt") if (adir / n).is_file()]
+        if pickled:
+            raise ValueError(
+                f"adapter {str(adir)!r} holds {pickled[0]}, a pickle file, which noiselevels never loads "
+                "(it can run code); save the adapter as adapter_model.safetensors"
+            )
+        raise ValueError(f"adapter {str(adir)!r} has no adapter_model.safetensors")
+    try:
+        load_file(str(weights))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"adapter weights {str(weights)!r} are truncated or corrupt ({msg})") from None
+
+
 def _attach(model: nn.Module, adir: Path, source: str) -> nn.Module:
     """A copy of ``model`` with the peft adapter in ``adir`` loaded (eval mode, no gradients)."""
     from peft import PeftModel
 
-    try:
-        pm = PeftModel.from_pretrained(copy.deepcopy(model), str(adir))
+    _check_adapter_weights(adir)
+    try:  # an absolute path to a folder holding the weights: peft never asks the Hub
+        pm = PeftModel.from_pretrained(copy.deepcopy(model), str(adir.resolve()))
     except (RuntimeError, ValueError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"adapter {str(adir)!r} does not fit base {source!r}: {msg}") from None
