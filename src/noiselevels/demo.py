@@ -135,7 +135,7 @@ def study(out: str | Path = "runs/demo/timestep-types", *, workers: int | None =
     t0 = time.perf_counter()
     report = sweep.run_demo(out, workers=workers)
     text = report.read_text()
-    keep = ("|", "Best ", "One seed")
+    keep = ("|", "Verdict on ", "One seed")
     table = [line for line in text.splitlines() if line.startswith(keep)]
     question = (
         "Which timestep type teaches `mnist-base` (which never saw a 7) the digit 7 best from 30 images "

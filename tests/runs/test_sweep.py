@@ -191,4 +191,4 @@ def test_demo_study_prints_question_table_and_caveat(done, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "Which timestep type teaches" in text
     assert "| configuration | runs | FD new ↓ |" in text and "| linear | 1 |" in text
-    assert "Best for the new concept:" in text and "One seed per configuration" in text
+    assert "Verdict on FD new: **no measurable difference**" in text and "One seed per configuration" in text

@@ -6,7 +6,10 @@ writes one PNG:
 * :func:`plot_sample_rows` — an image grid with one row per configuration, rows labelled;
 * :func:`plot_effective_weightings` — W(λ) = p(λ)·w(λ) of every configuration (ε-MSE units), each
   normalised to integrate to 1 over the λ window, on a log scale;
-* :func:`plot_loss_profiles` — the ε-unit training loss ‖ε̂ − ε‖²/D over λ of every configuration.
+* :func:`plot_loss_profiles` — the ε-unit training loss ‖ε̂ − ε‖²/D over λ of every configuration;
+* :func:`plot_validation_curves` — the validation loss at the fixed levels over λ of every configuration
+  (mean over seeds, shaded ± std over seeds; the base dashed) and, beside it, its paired difference to
+  the base model.
 
 Conventions: λ = log(α²/σ²) (large = clean, drawn on the right). matplotlib is imported lazily with the
 Agg backend (``plots._mpl.pyplot``).
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from noiselevels.plots._mpl import pyplot
 
-__all__ = ["plot_effective_weightings", "plot_loss_profiles", "plot_sample_rows"]
+__all__ = ["plot_effective_weightings", "plot_loss_profiles", "plot_sample_rows", "plot_validation_curves"]
 
 
 def plot_sample_rows(
@@ -79,6 +82,49 @@ def plot_loss_profiles(
     ax.set_ylabel("ε-unit loss ‖ε̂ − ε‖²/D")
     ax.legend(fontsize=8)
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_validation_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    diffs: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    base: tuple[Sequence[float], Sequence[float]] | None = None,
+    title: str = "validation loss at fixed noise levels",
+) -> Path:
+    """Left: each configuration's validation loss over λ (``curves``: name → (λ, mean, std over seeds;
+    NaN std = one seed, no band)), log scale, with the base model's (``base``: (λ, loss)) dashed.
+    Right: the paired difference to the base (``diffs``, same form), linear scale, 0 marked."""
+    import numpy as np
+
+    plt = pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    for i, (name, (x, m, s)) in enumerate(curves.items()):
+        c = f"C{i % 10}"
+        x, m, s = (np.asarray(v, dtype=float) for v in (x, m, s))
+        ax.plot(x, m, marker="o", ms=3, color=c, label=name)
+        if np.isfinite(s).any():
+            ax.fill_between(x, m - s, m + s, color=c, alpha=0.2)
+        if name in diffs:
+            dx, dm, ds = (np.asarray(v, dtype=float) for v in diffs[name])
+            bx.plot(dx, dm, marker="o", ms=3, color=c, label=name)
+            if np.isfinite(ds).any():
+                bx.fill_between(dx, dm - ds, dm + ds, color=c, alpha=0.2)
+    if base is not None:
+        ax.plot(base[0], base[1], "k--", label="base model")
+    ax.set_yscale("log")
+    for a in (ax, bx):
+        a.set_xlabel("λ = log SNR  (noisy ← → clean)")
+    ax.set_ylabel("ε-unit loss ‖ε̂ − ε‖²/D")
+    bx.axhline(0.0, color="k", lw=0.8)
+    bx.set_ylabel("fine-tune − base (paired; < 0 = better)")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    bx.set_title("difference to the base model (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -26,13 +26,27 @@ from typing import Any
 
 import torch
 
-from noiselevels.plots.sweep import plot_effective_weightings, plot_loss_profiles, plot_sample_rows
+from noiselevels.plots.sweep import (
+    plot_effective_weightings,
+    plot_loss_profiles,
+    plot_sample_rows,
+    plot_validation_curves,
+)
 from noiselevels.presets import qualified_name
 from noiselevels.runs.bases import load_base
 from noiselevels.runs.finetune import resolve_noise
 from noiselevels.runs.images import make_grid, save_image
 
-__all__ = ["collect", "noise_arg", "summary_rows", "write_report"]
+__all__ = [
+    "METRICS",
+    "collect",
+    "metric",
+    "noise_arg",
+    "summary_rows",
+    "validation_curves",
+    "verdict",
+    "write_report",
+]
 
 WEIGHTING_WINDOW = (-12.0, 12.0)  # λ window of effective_weightings.png
 
@@ -94,22 +108,84 @@ def _pm(m: float, s: float = math.nan, digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+# name: (path in result.json, column heading, digits, lower is better)
+METRICS: dict[str, tuple[tuple[str, ...], str, int, bool]] = {
+    "fd_new": (("fd_new",), "FD new ↓", 2, True),
+    "retention": ((), "retention ΔFD other ↓", 2, True),  # fd_other − the base's (computed)
+    "fd_other": (("fd_other",), "FD other", 2, True),
+    "val_loss": (("validation", "model", "overall", "mean"), "val loss ↓", 4, True),
+    "val_delta": (("validation", "difference", "overall", "mean"), "Δ val vs base ↓", 4, True),
+    "val_noisy": (("validation", "difference", "bands", "noisy", "mean"), "Δ noisy", 4, True),
+    "val_mid": (("validation", "difference", "bands", "mid", "mean"), "Δ mid", 4, True),
+    "val_clean": (("validation", "difference", "bands", "clean", "mean"), "Δ clean", 4, True),
+    "ret_change": (("retention", "change", "overall", "mean"), "retention: change ↓", 5, True),
+    "ret_loss": (("retention", "loss_difference", "overall", "mean"), "retention: Δ loss ↓", 4, True),
+    "image_text": (("features", "image_text"), "image–text ↑", 4, False),
+    "image_image": (("features", "image_image"), "image–image ↑", 4, False),
+    "feature_fd": (("features", "fd"), "FD features ↓", 3, True),
+    "train_seconds": (("train_seconds",), "train s", 1, True),
+}
+# the metrics a verdict is given for, in order: the concept's validation loss, then its FD
+VERDICT_METRICS = ("val_delta", "fd_new", "image_image")
+
+
+def metric(r: Mapping[str, Any], key: str, base: Mapping[str, Any] | None = None) -> float | None:
+    """The value of metric ``key`` (``METRICS``) in one run's result (None when absent)."""
+    if key == "retention":
+        fo, fb = r.get("fd_other"), (base or {}).get("fd_other")
+        return None if fo is None or fb is None else fo - fb
+    v: Any = r
+    for k in METRICS[key][0]:
+        if not isinstance(v, Mapping) or k not in v:
+            return None
+        v = v[k]
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def summary_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per configuration: mean ± std over seeds of fd_new, retention, train_seconds."""
+    """One row per configuration: mean ± std over seeds of every metric of ``METRICS`` (NaN when absent),
+    and ``n``, the number of finished runs."""
     base = data["base"] or {}
-    fd_other_base = base.get("fd_other")
     rows = []
     for name, rs in data["configs"].items():
-        ret = [r["fd_other"] - fd_other_base for r in rs if "fd_other" in r and fd_other_base is not None]
-        rows.append({
-            "config": name,
-            "n": len(rs),
-            "fd_new": _mean_std([r.get("fd_new") for r in rs]),
-            "retention": _mean_std(ret),
-            "fd_other": _mean_std([r.get("fd_other") for r in rs]),
-            "train_seconds": _mean_std([r.get("train_seconds") for r in rs]),
-        })  # fmt: skip
+        row: dict[str, Any] = {"config": name, "n": len(rs)}
+        for key in METRICS:
+            row[key] = _mean_std([metric(r, key, base) for r in rs])
+        rows.append(row)
     return rows
+
+
+def verdict(data: Mapping[str, Any], key: str) -> str | None:
+    """The verdict on metric ``key``: the best configuration is named the winner only when, paired over
+    the seeds both ran, it beats the runner-up by more than the standard deviation of those paired
+    differences (the seed spread); otherwise "no measurable difference". None with < 2 configurations."""
+    _, label, digits, lower = METRICS[key]
+    base = data["base"] or {}
+    per = {}
+    for name, rs in data["configs"].items():
+        vals = {r["seed"]: metric(r, key, base) for r in rs}
+        vals = {s: v for s, v in vals.items() if v is not None and math.isfinite(v)}
+        if vals:
+            per[name] = vals
+    if len(per) < 2:
+        return None
+    sign = 1.0 if lower else -1.0
+    ranked = sorted(per, key=lambda n: sign * sum(per[n].values()) / len(per[n]))
+    best, second = ranked[0], ranked[1]
+    seeds = sorted(set(per[best]) & set(per[second]))
+    gains = [sign * (per[second][s] - per[best][s]) for s in seeds]  # > 0: best is better on seed s
+    name = "Verdict on " + label.rstrip(" ↓↑")
+    if len(gains) < 2:
+        return (f"{name}: **no measurable difference** — {best} leads {second} by "
+                f"{abs(gains[0]) if gains else math.nan:.{digits}f} on one seed; with one seed no spread is "
+                "known (add seeds)")  # fmt: skip
+    m, sd = _mean_std(gains)
+    seed_list = ", ".join(map(str, seeds))
+    if m > sd:
+        return (f"{name}: **{best}** wins — better than the runner-up {second} by {m:.{digits}f} "
+                f"(paired over seeds {seed_list}; seed spread ± {sd:.{digits}f})")  # fmt: skip
+    return (f"{name}: **no measurable difference** — {best} vs the runner-up {second}: {m:.{digits}f} ± "
+            f"{sd:.{digits}f} (paired over seeds {seed_list}; within the seed spread)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,34 +202,67 @@ def write_report(out_dir: str | os.PathLike, *, plots: bool = True) -> Path:
     return out / "report.md"
 
 
-def _markdown(data: Mapping[str, Any], rows: list[dict[str, Any]], figs: list[tuple[str, str]]) -> list[str]:
-    """The lines of report.md: the header, the table, the winners, runs without a result, the plots."""
-    meta, base = data["sweep"], data["base"] or {}
+def _columns(rows: list[dict[str, Any]], base: Mapping[str, Any]) -> list[str]:
+    """The metrics with a value in some row (or in the base's result), in ``METRICS`` order."""
+    def present(k: str) -> bool:
+        return any(math.isfinite(r[k][0]) for r in rows) or (k != "retention" and metric(base, k) is not None)
+
+    return [k for k in METRICS if present(k)]
+
+
+def _or_nan(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
+def _what(meta: Mapping[str, Any]) -> str:
     concept = meta["concept"]
-    what = f"MNIST class {concept['class']}" if "class" in concept else f"images in {concept.get('images')}"
+    if "class" in concept:
+        return f"MNIST class {concept['class']} ({concept.get('num_images', 30)} images)"
+    val = f"; validation images {concept['validation_images']}" if concept.get("validation_images") else ""
+    return f"images in {concept.get('images')}{val}"
+
+
+_EXPLAIN = (
+    "**val loss** = ε-unit denoising loss ‖ε̂ − ε‖²/D of the fine-tuned model on held-out images of the "
+    "concept at fixed noise levels (λ = −8…8, the same noise for every model; "
+    "`noiselevels.runs.validation`); **Δ val vs base** its paired difference to the base model without the "
+    "adapter (< 0: the adapter learnt the concept), also per band (noisy λ < −3, mid, clean λ > 3); "
+    "**retention: change** = how much the adapter "
+    "changes the base's predictions on images and prompts without the trigger (ε units, 0 = untouched) and "
+    "**retention: Δ loss** the change of the loss there (`noiselevels.runs.retention`)."
+)
+_EXPLAIN_FD = (
+    "FD = Fréchet distance on the MNIST classifier's features (**FD new** of the concept's samples against "
+    "held-out real images; **retention ΔFD other** = FD of the other classes after fine-tuning − the base "
+    "model's)."
+)
+
+
+def _markdown(data: Mapping[str, Any], rows: list[dict[str, Any]], figs: list[tuple[str, str]]) -> list[str]:
+    """The lines of report.md: header, table, verdicts, runs without a result, plots."""
+    meta, base = data["sweep"], data["base"] or {}
+    cols = _columns(rows, base)
+    seeds = ", ".join(map(str, meta["seeds"]))
     lines = [
         f"# Sweep report: {meta['name']}",
         "",
-        f"Base model `{meta['base']}`, new concept: {what} ({concept.get('num_images', 'all')} images), "
-        f"seeds {', '.join(map(str, meta['seeds']))}.",
+        f"Base model `{meta['base']}`, new concept: {_what(meta)}, seeds {seeds}.",
         "",
-        "FD = Fréchet distance on the MNIST classifier's features (`noiselevels.runs.metrics`; lower is "
-        "better): **FD new** of the concept's samples against held-out real images of it; **retention** = "
-        "FD of the other classes after fine-tuning − the base model's (0 = no degradation, lower is "
-        "better); **train s** = fine-tuning wall time. Mean ± std over seeds (± only with two or more).",
+        " ".join([_EXPLAIN, *([_EXPLAIN_FD] if "fd_new" in cols else []),
+                  "**train s** = fine-tuning wall time. Mean ± std over seeds (± only with two or more)."]),
         "",
-        "| configuration | runs | FD new ↓ | retention ΔFD other ↓ | FD other | train s |",
-        "|---|---|---|---|---|---|",
+        "| configuration | runs | " + " | ".join(METRICS[k][1] for k in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
     ]
     if base:
-        lines.append(f"| base model (no fine-tune) | – | {_pm(base.get('fd_new', math.nan))} | 0 | "
-                     f"{_pm(base.get('fd_other', math.nan))} | – |")  # fmt: skip
+        cells = [
+            "0" if k == "retention" else _pm(_or_nan(metric(base, k)), digits=METRICS[k][2]) for k in cols
+        ]
+        lines.append("| base model (no fine-tune) | – | " + " | ".join(cells) + " |")
     for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['n']} | {_pm(*r['fd_new'])} | {_pm(*r['retention'])} | "
-            f"{_pm(*r['fd_other'])} | {_pm(*r['train_seconds'], 1)} |"
-        )
-    lines += _winners(rows)
+        cells = [_pm(*r[k], METRICS[k][2]) for k in cols]
+        lines.append(f"| {r['config']} | {r['n']} | " + " | ".join(cells) + " |")
+    lines += _verdicts(data, rows)
     if data["failed"] or data["pending"]:
         lines += ["", "## Runs without a result", ""]
         lines += [f"- `{rid}`: failed — {msg}" for rid, msg in data["failed"].items()]
@@ -163,20 +272,17 @@ def _markdown(data: Mapping[str, Any], rows: list[dict[str, Any]], figs: list[tu
     return lines
 
 
-def _winners(rows: list[dict[str, Any]]) -> list[str]:
-    """The best configuration for the new concept and for retention, and the one-seed caveat."""
-    ok = [r for r in rows if math.isfinite(r["fd_new"][0])]
-    if not ok:
+def _verdicts(data: Mapping[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The verdict on each concept metric present (``verdict``), and the one-seed caveat."""
+    found = [v for v in (verdict(data, k) for k in VERDICT_METRICS) if v]
+    if not found:
         return []
-    best = min(ok, key=lambda r: r["fd_new"][0])
-    lines = ["", f"Best for the new concept: **{best['config']}** (FD new {_pm(*best['fd_new'])})."]
-    okr = [r for r in ok if math.isfinite(r["retention"][0])]
-    if okr:
-        bestr = min(okr, key=lambda r: r["retention"][0])
-        lines.append(f"Best retention: **{bestr['config']}** (ΔFD other {_pm(*bestr['retention'])}).")
-    if max(r["n"] for r in ok) < 2:
-        lines += ["", "One seed per configuration, so no spread is known: add seeds (`seeds = [0, 1, 2]` "
-                  "in the sweep file) before trusting a ranking by a few FD points."]  # fmt: skip
+    lines = ["", "## Verdict", ""]
+    for v in found:
+        lines += [v, ""]
+    if max(r["n"] for r in rows) < 2:
+        lines += ["One seed per configuration, so no spread is known: add seeds (`seeds = [0, 1, 2]` "
+                  "in the sweep file) before trusting any ranking."]  # fmt: skip
     return lines
 
 
@@ -239,6 +345,12 @@ def figures(out: Path, data: Mapping[str, Any]) -> list[tuple[str, str]]:
         figs.append(("effective_weightings.png", "Effective weighting W(λ) of every configuration."))
     except ValueError:  # the base cannot be loaded here (another machine's path): no weighting plot
         pass
+    curves, diffs, base_curve = validation_curves(data)
+    if curves:
+        plot_validation_curves(curves, diffs, out / "validation_loss.png", base=base_curve)
+        cap = ("Validation loss at fixed noise levels over λ per configuration (mean ± std over seeds; base "
+               "dashed) and its paired difference to the base model.")  # fmt: skip
+        figs.append(("validation_loss.png", cap))
     profiles = loss_profiles(out, data)
     if profiles:
         plot_loss_profiles(
@@ -262,6 +374,28 @@ def sample_rows(out: Path, data: Mapping[str, Any], *, per_row: int = 8) -> dict
                 rows[name] = load_file(str(f))["samples"][:per_row]
                 break
     return rows
+
+
+def _curve(r: Mapping[str, Any], part: str) -> tuple[list[float], list[float]] | None:
+    c = r.get("validation", {}).get(part, {}).get("curve")
+    return ([p["logsnr"] for p in c], [p["mean"] for p in c]) if c else None
+
+
+def validation_curves(data: Mapping[str, Any]):
+    """(``{config: (λ, mean, std over seeds)}`` of the validation loss, the same of its paired difference
+    to the base, the base's (λ, loss) or None) from the runs' ``validation`` results."""
+    out: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    diffs: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for name, rs in data["configs"].items():
+        for part, target in (("model", out), ("difference", diffs)):
+            cs = [c for c in (_curve(r, part) for r in rs) if c is not None]
+            if not cs or any(c[0] != cs[0][0] for c in cs):
+                continue
+            cols = list(zip(*(c[1] for c in cs)))
+            stats = [_mean_std(list(col)) for col in cols]
+            target[name] = (cs[0][0], [m for m, _ in stats], [sd for _, sd in stats])
+    base = _curve(data["base"], "model") if data["base"] else None
+    return out, diffs, base
 
 
 def effective_weightings(meta: Mapping[str, Any], logsnr: torch.Tensor) -> dict[str, torch.Tensor]:
