@@ -92,3 +92,37 @@ def test_pipeline_out_must_be_a_folder_and_hub_ids_are_offline(tiny, tmp_path, c
     assert "--out for a pipeline is a folder" in capsys.readouterr().err
     assert main(["sample", "nobody-here/no-such-model", "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
     assert "not in the local Hugging Face cache (offline" in capsys.readouterr().err
+
+
+def test_sample_with_adapter_is_diffusers_load_lora_weights(tiny, tmp_path):
+    """--adapter DIR (a LoRA in diffusers form) samples what the pipeline samples after
+    pipe.load_lora_weights(DIR), and differs from the base."""
+    from diffusers import DiffusionPipeline
+
+    from noiselevels.runs.families import load_pipeline
+    from noiselevels.runs.families.lora import add_lora, save_lora
+
+    folder = tiny("sd")
+    model = load_pipeline(folder)
+    params = add_lora(model, rank=2)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    save_lora(model, tmp_path / "lora")
+    common = ["--prompt", "a red cat", "--steps", "3", "--scheduler", "diffusers", "--solver", "euler",
+              "--size", "32x32"]
+    for name, extra in (("with", ["--adapter", str(tmp_path / "lora")]), ("without", [])):
+        args = ["sample", str(folder), *common, *extra, "--out", str(tmp_path / name),
+                "--save-tensor", str(tmp_path / f"{name}.safetensors")]
+        assert main(args) == 0
+    ours = load_file(tmp_path / "with.safetensors")["samples"]
+    base = load_file(tmp_path / "without.safetensors")["samples"]
+    pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(tmp_path / "lora")
+    noise = initial_noise(sample_generators(0, [0]), (4, 16, 16))
+    ref = pipe("a red cat", num_inference_steps=3, height=32, width=32, latents=noise,
+               output_type="pt").images
+    torch.testing.assert_close(ours, ref * 2 - 1, rtol=0, atol=1e-3)
+    assert (ours - base).abs().max() > 1e-2

@@ -9,7 +9,6 @@ with ``--solver`` (``noiselevels.runs.families.generate``), and writes one PNG p
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -24,14 +23,6 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
     if not m:
         raise ValueError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1024x768; got {text!r}")
     return int(m.group(2)), int(m.group(1))
-
-
-def _attach_adapter(model, adapter: str):
-    if importlib.util.find_spec("noiselevels.runs.families.lora") is None:
-        raise ValueError("--adapter on a diffusers pipeline is not supported yet (no runs.families.lora)")
-    from noiselevels.runs.families.lora import apply_adapter
-
-    return apply_adapter(model, adapter)
 
 
 def run_pipeline(args) -> int:
@@ -59,7 +50,9 @@ def run_pipeline(args) -> int:
     )
     model = load_pipeline(args.run)
     if args.adapter:
-        model = _attach_adapter(model, args.adapter)
+        from noiselevels.runs.families.lora import apply_adapter
+
+        model = apply_adapter(model, args.adapter)
     images = generate_images(
         model, args.prompt, num=1 if args.num is None else args.num, negative_prompt=args.negative_prompt,
         guidance=args.guidance, true_cfg=args.true_cfg, height=height, width=width, steps=args.steps,

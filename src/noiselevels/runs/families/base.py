@@ -73,7 +73,7 @@ class PipelineDenoiser(ModelDenoiser):
         return out
 
     def _x0_noise(self, noise: Tensor, kw: Mapping[str, Any]) -> Tensor:
-        lam = torch.full((noise.shape[0],), -math.inf, dtype=torch.float64)
+        lam = torch.full((noise.shape[0],), -math.inf, dtype=torch.float64, device=noise.device)
         a = broadcast(torch.zeros_like(lam), noise).to(noise.dtype)
         s = broadcast(torch.ones_like(lam), noise).to(noise.dtype)
         pred = self.model(self.param.model_input(noise, alpha=a, sigma=s), lam.to(noise.dtype), **kw)
