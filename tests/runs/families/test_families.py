@@ -157,3 +157,21 @@ def test_v_prediction_sd_matches_pipeline(tiny_pipeline):
     out = solve_latents(model.denoiser(model.encode_prompts(["a cat"])), noise, grid.sigmas,
                         init_noise_sigma=grid.init_noise_sigma)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+
+
+def test_hub_id_is_read_from_the_local_cache(tiny_pipeline, tmp_path, monkeypatch):
+    """owner/name resolves to the cached snapshot (refs/main → snapshots/<commit>) without the network."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from noiselevels.runs.families import resolve_pipeline
+
+    repo = tmp_path / "models--someone--tiny-sd"
+    shutil.copytree(tiny_pipeline("sd"), repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve_pipeline("someone/tiny-sd") == repo / "snapshots" / "abc123"
+    assert is_pipeline("someone/tiny-sd")
+    assert load_pipeline("someone/tiny-sd").family == "sd"
