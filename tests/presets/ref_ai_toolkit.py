@@ -100,3 +100,13 @@ def ks(samples: np.ndarray, cdf) -> float:
     n = x.size
     i = np.arange(1, n + 1)
     return float(max(np.max(i / n - f), np.max(f - (i - 1) / n)))
+
+
+def ks_atoms(sigma: np.ndarray, cdf) -> float:
+    """KS for a tool that draws atoms of a grid (big ties, e.g. 10 % of content draws on one level):
+    each distinct drawn σ v_j against the model's mass above the next lower drawn σ, the model's cell of
+    that level: max_j |P_ref(σ' ≥ v_j) − P_model(σ' > v_{j−1})|; ``cdf`` is the model's cdf over λ."""
+    v, c = np.unique(sigma, return_counts=True)
+    emp = np.cumsum(c[::-1])[::-1] / len(sigma)
+    below = np.concatenate([[0.0], v[:-1]])
+    return float(np.abs(emp - cdf(logsnr(below))).max())

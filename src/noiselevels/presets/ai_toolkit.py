@@ -25,8 +25,9 @@ index (``noiselevels.training.tool_densities.ai_toolkit``); the ``sigmoid`` grid
 modelled exactly as the order statistic at the drawn index (``AiToolkitRandomGrid``). Approximations
 (measured against tests/presets/ref_ai_toolkit.py over 100k draws): the fixed grids' 1000 levels are read
 as cells (KS ≤ 0.003 with ``balanced``); ``content`` / ``style`` on a fixed grid put 10 % of draws on one
-level (σ = 1, λ = −∞, for content; σ = 0.001 for style) that no density carries (KS 0.10);
-``lognorm_blend`` replaces the batch maximum by its median (KS 0.019).
+level (σ = 1, λ = −∞, for content; σ = 0.001 for style) that the cell reading spreads over that level's cell
+(the cell's mass is exact; KS at the atoms 0.10); ``lognorm_blend`` is the exact law of one entry of its
+random table (KS ≤ 0.005).
 
 Conventions: λ = log(α²/σ²) (large = clean); flow σ = t = sigmoid(−λ/2) (t = 0 clean); weights in ε-MSE
 units.
@@ -55,11 +56,11 @@ from noiselevels.presets._common import (
     _w,
 )
 from noiselevels.schedules import flux_mu
-from noiselevels.training.densities import lognorm_blend
 from noiselevels.training.tool_densities.ai_toolkit import (
     CONTENT_OR_STYLE,
     AiToolkitContentOrStyle,
     AiToolkitRandomGrid,
+    lognorm_blend_table,
 )
 from noiselevels.training.tool_weightings import AiToolkitWeighted
 from noiselevels.training.tool_weightings.ai_toolkit import AiToolkitLinearTimesteps
@@ -98,7 +99,7 @@ def _type_density(timestep_type: str, shift: float, image_seq_len: int | None) -
     if timestep_type == "sigmoid":
         return _logit_normal(0.0, 1.0)
     if timestep_type == "lognorm_blend":
-        return lognorm_blend(weight=0.75, std=0.333)
+        return lognorm_blend_table()
     if image_seq_len is not None:
         if not (isinstance(image_seq_len, int) and image_seq_len > 0):
             raise ValueError(f"image_seq_len must be a positive integer; got {image_seq_len!r}")
@@ -229,15 +230,16 @@ def _ait_lumina2_shift(
                      linear_timesteps, linear_timesteps2, shift)
 
 
-@_preset("ai-toolkit:lognorm_blend", "75 % log-normal-derived σ + 25 % uniform σ (approximation)")
+@_preset("ai-toolkit:lognorm_blend", "75 % σ = 1 − x/max x, x log-normal, + 25 % evenly spaced σ")
 def _ait_lognorm_blend(
     content_or_style: str = "balanced", min_denoising_steps: int = 0, max_denoising_steps: int = 999,
     linear_timesteps: bool = False, linear_timesteps2: bool = False,
 ) -> NoiseConfig:
     """ai-toolkit ``timestep_type: lognorm_blend`` (custom_flowmatch_sampler.py 195–217): 750 grid levels
-    σ = 1 − x/max(x), x ~ LogNormal(0, 0.333), and 250 evenly spaced. The batch maximum is replaced by its
-    median (``noiselevels.training.densities.lognorm_blend``): the mixture 0.75·lognormal_alpha +
-    0.25·uniform σ."""
+    σ = 1 − x/max(x), x ~ LogNormal(0, 0.333), and 250 evenly spaced, truncated to integer timesteps and
+    redrawn every step: the exact law of one entry (``lognorm_blend_table``, the maximum's distribution
+    integrated out). With ``content_or_style`` content/style the cubic index is read on this pooled law
+    (the sorted table's order statistics are not modelled)."""
     return _ait_flow("lognorm_blend", content_or_style, min_denoising_steps, max_denoising_steps,
                      linear_timesteps, linear_timesteps2)
 

@@ -55,10 +55,11 @@ class FlowTimeAtoms(ExactDensity):
         check_positive("cell", self.cell)
         order = sorted(range(len(times)), key=lambda i: -times[i])  # noisy (large t) first = increasing λ
         ts = [float(times[i]) for i in order]
-        if not all(0.0 < t <= 1.0 for t in ts) or ts[-1] <= self.cell:
-            raise ValueError(f"times must lie in ({self.cell!r}, 1]; got {self.times!r}")
-        if any(a - b < self.cell for a, b in itertools.pairwise(ts)):
-            raise ValueError(f"times must be at least cell = {self.cell!r} apart; got {self.times!r}")
+        tol = 1e-9 * self.cell
+        if not all(0.0 < t <= 1.0 for t in ts) or ts[-1] < self.cell - tol:
+            raise ValueError(f"times must lie in [cell = {self.cell!r}, 1]; got {_short(ts)}")
+        if any(a - b < self.cell - tol for a, b in itertools.pairwise(ts)):
+            raise ValueError(f"times must be at least cell = {self.cell!r} apart; got {_short(ts)}")
         object.__setattr__(self, "times", tuple(ts))
         object.__setattr__(self, "weights", tuple(float(weights[i]) for i in order))
 
@@ -90,6 +91,14 @@ class FlowTimeAtoms(ExactDensity):
         cum = torch.cat([torch.zeros(1, dtype=_F64), torch.cumsum(self.probs, 0)])
         k = torch.searchsorted(cum[1:-1].contiguous(), u.contiguous(), right=True)
         frac = ((u - cum[k]) / self.probs[k]).clamp(0.0, 1.0)
-        t = torch.tensor(self.times, dtype=_F64)[k] - frac * self.cell
+        t = (torch.tensor(self.times, dtype=_F64)[k] - frac * self.cell).clamp(min=0.0)
         lam = 2.0 * (torch.log1p(-t) - torch.log(t))
         return torch.where(t >= 1.0, torch.full_like(lam, -math.inf), lam)
+
+
+def _short(values) -> str:
+    """A sequence for an error message: all of it when short, else its ends."""
+    v = list(values)
+    if len(v) <= 8:
+        return repr(v)
+    return f"[{', '.join(map(repr, v[:3]))}, …, {', '.join(map(repr, v[-3:]))}] ({len(v)} values)"

@@ -1,4 +1,5 @@
-"""ai-toolkit's ``content_or_style`` index sampling as an exact density over λ.
+"""ai-toolkit's ``content_or_style`` index sampling as an exact density over λ, and its ``lognorm_blend``
+grid as the exact law of a table entry (``lognorm_blend_table``).
 
 Conventions: λ = ``logsnr`` = log(α²/σ²) (large = clean); flow σ = t = sigmoid(−λ/2) (t = 0 clean).
 
@@ -13,15 +14,17 @@ with cdf F (in λ, from noisy to clean) is the level F⁻¹(q), so ``content`` d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 from noiselevels.components import DENSITIES, Density
+from noiselevels.training.densities.atoms import FlowTimeAtoms
 from noiselevels.training.densities.base import ExactDensity, _check_density, _require
 
-__all__ = ["CONTENT_OR_STYLE", "AiToolkitContentOrStyle", "AiToolkitRandomGrid"]
+__all__ = ["CONTENT_OR_STYLE", "AiToolkitContentOrStyle", "AiToolkitRandomGrid", "lognorm_blend_table"]
 
 CONTENT_OR_STYLE = ("balanced", "content", "style")
 _F64 = torch.float64
@@ -132,3 +135,44 @@ class AiToolkitRandomGrid(ExactDensity):
         dc = torch.diff(self._c())
         slope = self.grid_size * (self._binom(self.grid_size - 1, F) * dc).sum(-1)
         return self.base.log_prob(lam).to(_F64) + torch.log(slope)
+
+
+@functools.lru_cache(maxsize=8)
+def lognorm_blend_table(num_timesteps: int = 1000, alpha: float = 0.75, std: float = 0.333) -> FlowTimeAtoms:
+    """The law of one entry of ai-toolkit's ``lognorm_blend`` grid, redrawn every step, exactly.
+
+    custom_flowmatch_sampler.py 195–217: n = int(T·α) draws x ~ LogNormal(0, std), t₁ = (1 − x/max x)·T,
+    plus linspace(T, 1, int(T·(1 − α))), truncated to integers i (σ = i/T). One of the n draws is the
+    maximum (i = 0, σ = 0); any other is R = x/M below it. Given M = m the others are iid x ≤ m, so
+    with M = e^(std·z), z the largest of n standard normals (density n·φ(z)·Φ(z)^(n−1)):
+
+        G(r) = P(R ≤ r) = ∫ n·φ(z)·Φ(z)^(n−2)·Φ(z + ln r / std) dz,
+
+    and P(i = k) = G(1 − k/T) − G(1 − (k + 1)/T) (quadrature over z ∈ [−2, 8], 10001 points; the pooled
+    frequencies of simulated tables agree to 0.002 in cdf). The atoms are σ = i/T, i = 1 … T, each spread
+    over (σ − 1/T, σ] (``FlowTimeAtoms``); the maximum's entry and the non-maximum draws that truncate to
+    i = 0 (probability 1.3e-5 each at the defaults) are put on i = 1, the cleanest cell — so that the
+    balanced draw ``randint(0, T − 1)``, which never reads the last (cleanest) of the sorted entries,
+    removes exactly that cell's extra mass when the preset cuts the top 1/T quantile.
+    """
+    n, n_lin = int(num_timesteps * alpha), int(num_timesteps * (1 - alpha))
+    T = num_timesteps
+    z = torch.linspace(-2.0, 8.0, 10001, dtype=_F64)
+    log_phi = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+    wz = torch.exp(math.log(n) + log_phi + (n - 2) * torch.special.log_ndtr(z))
+    r = 1.0 - torch.arange(T + 1, dtype=_F64) / T  # r_k = 1 − k/T, k = 0 … T
+    G = torch.stack([
+        torch.trapezoid(wz * torch.special.ndtr(z + math.log(float(rk)) / std), z)
+        if rk > 0 else z.new_zeros(())
+        for rk in r
+    ])
+    G[0] = 1.0
+    pk = (G[:-1] - G[1:]).clamp(min=0.0)  # k = 0 … T − 1
+    counts = (n - 1) * pk / pk.sum()
+    lin = torch.linspace(float(T), 1.0, n_lin, dtype=torch.float32).to(torch.int64)
+    counts = counts + torch.bincount(lin, minlength=T + 1)[:T].to(_F64)
+    counts = torch.cat([counts, torch.bincount(lin, minlength=T + 1)[T:].to(_F64)])  # i = T (σ = 1)
+    counts[1] += counts[0] + 1.0  # the maximum (i = 0) and the i = 0 non-maxima onto the cleanest cell
+    i = torch.nonzero(counts[1:] > 0).flatten() + 1
+    times = tuple((i.to(_F64) / T).tolist())
+    return FlowTimeAtoms(times=times, weights=tuple(counts[i].tolist()), cell=1.0 / T)
