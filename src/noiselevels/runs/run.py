@@ -95,6 +95,18 @@ class Run:
         return as_denoiser(self.model, process=self.process, parameterization=self.parameterization, **cond)
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A run's ``data.json``; unreadable or of the wrong shape: ``ValueError`` naming the file."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    shape = meta.get("shape") if isinstance(meta, dict) else None
+    if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise ValueError(f"{path} has the wrong shape: expected an object with a 'shape' list of sizes")
+    return meta
+
+
 def load_run(path: str | os.PathLike, *, ema: bool = True, device: str | torch.device = "cpu") -> Run:
     """Load a run folder written by ``train``: its configuration and the newest checkpoint's weights
     (the EMA weights when ``ema`` and they exist). The model is returned in eval mode.
@@ -107,7 +119,7 @@ def load_run(path: str | os.PathLike, *, ema: bool = True, device: str | torch.d
     cfg = load_train_config(path / "config.json")
     ck = load_checkpoint(path / "checkpoints")
     meta_path = path / "data.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else cfg.data.load("train").metadata()
+    meta = _read_meta(meta_path) if meta_path.is_file() else cfg.data.load("train").metadata()
     model, _ = build_model_for(cfg.model, meta)
     weights = ck.ema if (ema and ck.ema is not None) else ck.model
     try:
@@ -201,6 +213,18 @@ def _sigma_grid(noise_cfg, *, sigmas, spacing, spacing_params, steps, sigma_min,
     return torch.as_tensor(sigmas, dtype=torch.float64)
 
 
+def _warn_finite_start(noise_cfg, sigmas: Tensor) -> None:
+    """Warn when a zero-terminal-SNR model is sampled from a finite σ (not from pure noise)."""
+    if reaches_zero_snr(noise_cfg) and math.isfinite(float(sigmas[0])):
+        warnings.warn(
+            f"this zero-terminal-SNR model is sampled from σ = {float(sigmas[0]):.4g}, not from pure noise "
+            "(σ = inf), so it keeps the brightness bias ZTSNR removes (Lin et al. 2024, §3.3): use "
+            "--spacing uniform_t --spacing-param rule=trailing",
+            NoiseConfigWarning,
+            stacklevel=3,
+        )
+
+
 def _check_batch(num: Any, batch_size: Any) -> None:
     for name, v in (("num", num), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -267,14 +291,7 @@ def generate(
         raise ValueError("guidance needs class labels (a class-conditional model and --class)")
     sigmas = _sigma_grid(noise_cfg, sigmas=sigmas, spacing=spacing, spacing_params=spacing_params,
                          steps=steps, sigma_min=sigma_min, sigma_max=sigma_max)  # fmt: skip
-    if reaches_zero_snr(noise_cfg) and math.isfinite(float(sigmas[0])):
-        warnings.warn(
-            f"this zero-terminal-SNR model is sampled from σ = {float(sigmas[0]):.4g}, not from pure noise "
-            "(σ = inf), so it keeps the brightness bias ZTSNR removes (Lin et al. 2024, §3.3): use "
-            "--spacing uniform_t --spacing-param rule=trailing",
-            NoiseConfigWarning,
-            stacklevel=2,
-        )
+    _warn_finite_start(noise_cfg, sigmas)
     param = noise_cfg.objective().parameterization
     outs = []
     for start in range(0, num, batch_size):
