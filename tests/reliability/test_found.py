@@ -73,8 +73,24 @@ def test_a_configuration_without_noise_trains_the_documented_default():
 
 
 def test_bare_train_command_trains(tmp_path):
-    r = run_cli(["train", "--data", "mnist", "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress",
-                 "--set", "data.num_images=50", "--set", "data.batch_size=4", "--set", "model.channels=[8]"])
+    r = run_cli(
+        [
+            "train",
+            "--data",
+            "mnist",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--set",
+            "data.num_images=50",
+            "--set",
+            "data.batch_size=4",
+            "--set",
+            "model.channels=[8]",
+        ]
+    )
     assert r.code == 0, r.err
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["noise"]["process"] == "vp" and stored["noise"]["parameterization"] == "v"
@@ -124,3 +140,94 @@ def test_resume_keeps_loss_profile_npz_numeric(tiny):
         for k in ("count", "mean", "var"):
             assert z[k].dtype == np.float64 and z[k].shape == (2, 200), (k, z[k].dtype)
         assert np.isnan(z["mean"]).any()  # empty bins stayed NaN
+
+
+# ---------------------------------------------------------------------------------------------
+# run folders: corrupt files, resume, overwriting
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def trained(tiny):
+    """A 2-step run (checkpoint at step 2)."""
+    r = run_cli(["train", str(tiny / "c.toml"), "--out", str(tiny / "run"), "--steps", "2", "--no-progress"])
+    assert r.code == 0, r.err
+    return tiny / "run"
+
+
+def _ckpt(run):
+    return next((run / "checkpoints").glob("ckpt-*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [("manifest.json", '{"step": 2, "files": ["model.safetensors"]}', "manifest.json has the wrong shape"),
+     ("manifest.json", '{"step": 2, "files": {"model.safetensors": 3}}', "manifest.json has the wrong shape"),
+     ("manifest.json", "[1, 2]", "unreadable manifest.json"),
+     ("state.json", "[1]", None)],
+)  # fmt: skip
+def test_a_manifest_of_the_wrong_shape_is_one_line(trained, tmp_path, name, text, needle):
+    (_ckpt(trained) / name).write_text(text)
+    r = run_cli(["sample", str(trained), "--num", "1", "--steps", "2", "--out", str(tmp_path / "g.png")])
+    r.one_line_error("corrupt checkpoint", *([needle] if needle else []))
+
+
+def test_a_truncated_data_json_names_the_file(trained, tmp_path):
+    f = trained / "data.json"
+    f.write_text(f.read_text()[:10])
+    r = run_cli(["sample", str(trained), "--num", "1", "--steps", "2", "--out", str(tmp_path / "g.png")])
+    r.one_line_error(str(f))
+
+
+def test_resume_with_a_config_that_no_longer_fits_the_weights(trained):
+    cfg = json.loads((trained / "config.json").read_text())
+    cfg["model"]["channels"] = [8, 8]
+    (trained / "config.json").write_text(json.dumps(cfg))
+    run_cli(["train", "--resume", str(trained), "--no-progress"]).one_line_error(
+        "cannot resume", "does not fit the run's config.json"
+    )
+
+
+def test_resume_with_fewer_steps_keeps_the_stored_configuration(trained):
+    before = (trained / "config.json").read_text()
+    run_cli(["train", "--resume", str(trained), "--steps", "1"]).one_line_error("at step 2, past --steps 1")
+    assert (trained / "config.json").read_text() == before
+
+
+def test_a_run_with_unusable_checkpoints_is_not_overwritten_without_force(trained, tiny):
+    (_ckpt(trained) / "manifest.json").unlink()  # no loadable checkpoint left
+    (trained / "checkpoints" / "LATEST").unlink(missing_ok=True)
+    log = (trained / "log.jsonl").read_text()
+    argv = ["train", str(tiny / "c.toml"), "--out", str(trained), "--steps", "1", "--no-progress"]
+    run_cli(argv).one_line_error("already holds a run", "--force")
+    assert (trained / "log.jsonl").read_text() == log
+    assert run_cli([*argv, "--force"]).code == 0
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["LATEST", "ckpt-00000001"]
+
+
+def test_finetune_negative_samples_is_refused_before_training(tmp_path):
+    r = run_cli(
+        ["finetune", "--base", "mnist-base", "--class", "7", "--out", str(tmp_path / "f"), "--samples", "-1"]
+    )
+    r.one_line_error("--samples must be >= 0")
+    assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# spectral: what it says it wrote, and which file each record is
+# ---------------------------------------------------------------------------------------------
+def test_spectral_plot_and_json_name_what_they_wrote(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, v in enumerate((40, 200, 90)):
+        Image.fromarray((np.arange(64).reshape(8, 8) * 3 + v).astype(np.uint8) % 255).save(
+            folder / f"im{i}.png"
+        )
+    r = run_cli(
+        ["spectral", str(folder), "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "plot")]
+    )
+    assert r.code == 0, r.err
+    assert f"wrote {tmp_path / 'plot.png'}" in r.out and (tmp_path / "plot.png").is_file()
+    records = json.loads((tmp_path / "b.json").read_text())["images"]
+    assert [rec["file"] for rec in records] == [str(folder / f"im{i}.png") for i in range(3)]
+    run_cli(["spectral", str(folder), "--plot", str(tmp_path)]).one_line_error("--plot", "is a folder")

@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from noiselevels.commands._args import check_output_file
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -56,7 +58,7 @@ def _load(args):
     if src.is_file():
         x = load_image(src, size=args.size, channels=args.channels)
         x = x[None] if x.ndim == 3 else x
-        return x.to(torch.float64), None, None
+        return x.to(torch.float64), None, None, [str(src)]
     if src.is_dir():
         ds = load_dataset(
             f"folder:{src}",
@@ -77,7 +79,7 @@ def _load(args):
     if not ds.is_image:
         raise ValueError(f"{args.source!r} is not an image data set")
     meta = ds.metadata()
-    return ds.data.to(torch.float64), ds.labels, meta.get("class_names")
+    return ds.data.to(torch.float64), ds.labels, meta.get("class_names"), ds.files
 
 
 def run(args) -> int:
@@ -87,7 +89,9 @@ def run(args) -> int:
 
     if args.num_images is not None and args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1; got {args.num_images}")
-    x, labels, class_names = _load(args)
+    check_output_file(args.json, "--json")
+    check_output_file(args.plot, "--plot")
+    x, labels, class_names, files = _load(args)
     floor = not args.no_quantisation_floor
     opts = {"tau_lo": args.tau_lo, "tau_hi": args.tau_hi, "dc": args.dc, "quantisation_floor": floor}
     freqs, power = sp.rapsd(x)
@@ -103,7 +107,7 @@ def run(args) -> int:
             "shape": list(x.shape[1:]),
             "options": {**opts, "kind": args.kind, "mix": args.mix},
             "summary": summary,
-            "images": _image_records(lo, hi, labels),
+            "images": _image_records(lo, hi, labels, files),
             "global_tight_schedule": None if sched is None else sched.to_dict(),
             "rapsd_mean": {"freqs": freqs.tolist(), "power": power.mean(0).tolist()},
         }
@@ -144,11 +148,13 @@ def _print_summary(args, shape, summary, sched) -> None:
         print(f"  global tight schedule ({args.kind}) λ at t = 0, ¼, ½, ¾, 1: {vals}")
 
 
-def _image_records(lo, hi, labels) -> list[dict]:
-    """One JSON record per image: index, label (if any), λ_min and λ_max (None where infinite)."""
+def _image_records(lo, hi, labels, files=None) -> list[dict]:
+    """One JSON record per image: index, file (image files and folders), label (if any), λ_min and
+    λ_max (None where infinite)."""
     return [
         {
             "index": i,
+            **({"file": files[i]} if files is not None else {}),
             **({"label": int(labels[i])} if labels is not None else {}),
             "logsnr_min": float(lo[i]),
             "logsnr_max": float(hi[i]) if math.isfinite(float(hi[i])) else None,
@@ -166,12 +172,15 @@ def _plot(args, summary, hi, freqs, power) -> None:
     med_lo = summary["all"]["logsnr_min"]["quantiles"]["0.5"]
     hi_f = hi[torch.isfinite(hi)]
     levels = [med_lo, 0.0] + ([float(hi_f.median())] if hi_f.numel() else [])
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(args.plot)
+    if not path.suffix:  # matplotlib would add .png itself: say so
+        path = path.with_name(path.name + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     plot_rapsd(
         freqs,
         power,
-        args.plot,
+        path,
         logsnrs=levels,
         title=f"RAPSD of {args.source} vs the noise power e^(−λ) at median λ_min, 0, median λ_max",
     )
-    print(f"wrote {args.plot}")
+    print(f"wrote {path}")

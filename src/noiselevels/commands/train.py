@@ -49,6 +49,9 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="continue the newest checkpoint of the run folder (DIR or --out)",
     )
+    p.add_argument(
+        "--force", action="store_true", help="overwrite a run folder whose checkpoints cannot be loaded"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,7 +74,7 @@ def run(args) -> int:
         cfg = load_train_config(args.config, overrides=list(args.overrides))
         if args.data:
             cfg = cfg.replace(data=dataclasses.replace(cfg.data, name=args.data))
-        result = train(cfg, out, steps=args.steps, progress=not args.no_progress)
+        result = train(cfg, out, steps=args.steps, progress=not args.no_progress, force=args.force)
     if not result.main_process:
         return 130 if result.status == "interrupted" else 0
     last = result.final_record or {}  # the last line of log.jsonl (a final partial interval's)

@@ -243,6 +243,13 @@ def _verify(path: Path) -> dict[str, Any]:
         raise CheckpointError(msg) from None
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"corrupt checkpoint {path}: unreadable manifest.json ({e})") from None
+    if not (isinstance(files, dict) and all(
+        isinstance(k, str) and "/" not in k and isinstance(v, dict) and isinstance(v.get("bytes"), int)
+        and isinstance(v.get("sha256"), str) for k, v in files.items()
+    )):  # fmt: skip
+        raise CheckpointError(
+            f"corrupt checkpoint {path}: manifest.json has the wrong shape (files: name → bytes, sha256)"
+        )
     for fname, info in files.items():
         p = path / fname
         if not p.exists():
@@ -286,6 +293,10 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> LoadedCh
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"corrupt checkpoint {path}: unreadable state.json ({e})") from None
+    if not isinstance(state, dict) or isinstance(state.get("step", 0), bool) or not isinstance(
+        state.get("step", 0), int
+    ):
+        raise CheckpointError(f"corrupt checkpoint {path}: state.json has the wrong shape")
     return LoadedCheckpoint(
         path=path,
         step=int(state.get("step", 0)),

@@ -87,6 +87,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         split: str = "all",
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        files: Sequence[str] | None = None,
     ):
         if labels is not None and labels.shape != (data.shape[0],):
             raise ValueError(f"labels must have shape ({data.shape[0]},); got {tuple(labels.shape)}")
@@ -96,6 +97,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         self.split = split
         self.num_classes = num_classes
         self.class_names = None if class_names is None else list(class_names)
+        self.files = None if files is None else list(files)  # image folders: each item's file
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,6 +128,8 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     def subset(self, index: Tensor) -> ArrayDataset:
         """A new data set with the items at ``index`` (a long tensor or boolean mask)."""
+        picked = torch.arange(len(self))[index].tolist()
+        files = None if self.files is None else [self.files[i] for i in picked]
         return ArrayDataset(
             self.data[index],
             None if self.labels is None else self.labels[index],
@@ -133,6 +137,7 @@ class ArrayDataset(torch.utils.data.Dataset):
             split=self.split,
             num_classes=self.num_classes,
             class_names=self.class_names,
+            files=files,
         )
 
     def batches(self, batch_size: int, *, seed: int = 0) -> BatchIterator:
@@ -571,4 +576,5 @@ def _load_folder(path: str, *, split: str, size: int, channels: int | None) -> A
     return ArrayDataset(
         data, lab, name=f"folder:{path}", split=split,
         num_classes=None if class_names is None else len(class_names), class_names=class_names,
+        files=[str(files[i]) for i in keep],
     )  # fmt: skip

@@ -48,6 +48,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -166,9 +167,12 @@ def _write_log(out: Path, log: list[dict[str, Any]]) -> None:
     os.replace(tmp, out / "log.jsonl")
 
 
-def _resolve_config(config, out: Path, *, resume: bool, steps: int | None) -> TrainConfig:
+def _resolve_config(
+    config, out: Path, *, resume: bool, steps: int | None, force: bool = False
+) -> TrainConfig:
     """The configuration to train with: the stored one when resuming, else ``config``; ``steps``
-    overrides [train] steps. Refuses to resume without a checkpoint or to overwrite one."""
+    overrides [train] steps. Refuses to resume without a checkpoint or to overwrite one, and (unless
+    ``force``) to overwrite a run folder whose checkpoints are unusable."""
     if resume:
         stored = out / "config.json"
         if not stored.is_file():
@@ -182,9 +186,27 @@ def _resolve_config(config, out: Path, *, resume: bool, steps: int | None) -> Tr
             raise ValueError(
                 f"run folder {out} already holds checkpoints; continue it with --resume or choose a new --out"
             )
+        _check_not_a_run(out, force=force)
     if steps is not None:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, steps=check_int("train", "steps", steps, 1)))
     return cfg
+
+
+def _check_not_a_run(out: Path, *, force: bool) -> None:
+    """A folder holding another run's files (config, log, checkpoints that cannot be loaded) is not
+    overwritten unless ``force``; with ``force`` its checkpoints are removed first."""
+    ckpts = out / "checkpoints"
+    old = [n for n in ("config.json", "log.jsonl") if (out / n).is_file()]
+    if ckpts.is_dir() and any(ckpts.iterdir()):
+        old.append("checkpoints/ (none loadable)")
+    if not old:
+        return
+    if not force:
+        raise ValueError(
+            f"run folder {out} already holds a run ({', '.join(old)}); choose a new --out, or overwrite "
+            "it with --force"
+        )
+    shutil.rmtree(ckpts, ignore_errors=True)
 
 
 def _with_sampler(objective, sampler: AdaptiveSampler | None):
@@ -305,10 +327,21 @@ class _Trainer:
                 f"cannot resume a run written by {st.get('world_size')} process(es) with {self.world}; "
                 "use the same number of processes"
             )
-        self.raw.load_state_dict(ck.model)
-        if self.ema is not None and ck.ema is not None:
-            self.ema.load_state_dict(ck.ema)
-        self.optimizer.load_state_dict(optimizer_state_from_flat(ck.optimizer, st["optimizer"]))
+        try:
+            self.raw.load_state_dict(ck.model)
+            if self.ema is not None and ck.ema is not None:
+                self.ema.load_state_dict(ck.ema)
+            self.optimizer.load_state_dict(optimizer_state_from_flat(ck.optimizer, st["optimizer"]))
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"cannot resume: checkpoint {ck.path} does not fit the run's config.json ({first})"
+            ) from None
+        if ck.step > self.opts.steps:
+            raise ValueError(
+                f"cannot resume: the run is at step {ck.step}, past --steps {self.opts.steps}; "
+                f"give --steps >= {ck.step} (the stored configuration is left as it is)"
+            )
         self.step = ck.step
         self.data_iter.load_state_dict({**st["data_iter"], "seed": self.data_iter.seed})
         self.noise_gen.set_state(ck.extra[f"rng.noise.{rank}"])
@@ -514,6 +547,7 @@ def train(
     sampler: AdaptiveSampler | None = None,
     callback: Callable[[int, Any], None] | None = None,
     model=None,
+    force: bool = False,
 ) -> TrainResult:
     """Train a model as configured, writing the run into ``out_dir`` (see the module docstring).
 
@@ -529,11 +563,13 @@ def train(
         callback: called as ``callback(step, objective_output)`` after every step (tests, probes).
         model: a ready ``torch.nn.Module`` to train instead of building [model] (its config is
             recorded only if it has ``.config.to_dict()``).
+        force: train into a folder that holds another run whose checkpoints cannot be loaded
+            (its checkpoints are removed); without it that is a ``ValueError``.
 
     Returns a ``TrainResult``. Raises ``NonFiniteLossError`` on a NaN/inf loss.
     """
     out = Path(out_dir)
-    cfg = _resolve_config(config, out, resume=resume, steps=steps)
+    cfg = _resolve_config(config, out, resume=resume, steps=steps, force=force)
     trainer = _Trainer(cfg, out, sampler=sampler, model=model, callback=callback, progress=progress)
     if resume:
         trainer.restore()
