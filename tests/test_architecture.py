@@ -19,8 +19,8 @@ MAX_FUNCTION_LINES = 80
 
 # imported inside functions so that `import noiselevels` and `noiselevels --help` do not pay for them
 OPTIONAL = {
-    "accelerate", "diffusers", "matplotlib", "mlxtend", "peft", "PIL", "ray", "safetensors", "scipy",
-    "sklearn", "torchsde", "tqdm", "transformers", "yaml",
+    "accelerate", "diffusers", "huggingface_hub", "matplotlib", "mlxtend", "peft", "PIL", "ray",
+    "safetensors", "scipy", "sklearn", "torchsde", "tqdm", "transformers", "yaml",
 }  # fmt: skip
 # command modules import the library inside run() so that `noiselevels --help` does not import torch
 COMMAND_LAZY = {"noiselevels", "torch", "numpy"}

@@ -25,9 +25,24 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
     return int(m.group(2)), int(m.group(1))
 
 
-def run_pipeline(args) -> int:
+def is_pipeline(spec: str) -> bool:
+    from noiselevels.runs.families import is_pipeline as _is_pipeline
+
+    return _is_pipeline(spec)
+
+
+def check_run_folder_args(args) -> None:
+    """For a run folder: refuse the pipeline-only flags, fill the run folders' --num / --batch-size."""
+    for flag in ("prompt", "negative_prompt", "true_cfg", "size", "scheduler"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} is for diffusers pipelines; {args.run} is not one")
+    args.num = 64 if args.num is None else args.num
+    args.batch_size = 256 if args.batch_size is None else args.batch_size
+
+
+def run_pipeline(args, sigmas=None) -> int:
+    """``sample`` for a pipeline; ``sigmas``: the grid of ``--sigmas FILE.json`` (read by the caller)."""
     from noiselevels.commands._args import build_params
-    from noiselevels.commands.sample import load_sigmas
     from noiselevels.runs.families import load_pipeline
     from noiselevels.runs.families.generate import generate_images
     from noiselevels.runs.images import save_image
@@ -44,7 +59,7 @@ def run_pipeline(args) -> int:
         scheduler=args.scheduler,
         spacing=args.spacing,
         spacing_params=build_params(args.spacing_param, "--spacing-param"),
-        sigmas=load_sigmas(args.sigmas) if args.sigmas else None,
+        sigmas=sigmas,
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
     )

@@ -108,17 +108,11 @@ def load_sigmas(path: str):
 def run(args) -> int:
     import torch
 
-    from noiselevels.runs.families import is_pipeline
+    from noiselevels.commands import _pipeline_sample as pipeline
 
-    if is_pipeline(args.run):
-        from noiselevels.commands._pipeline_sample import run_pipeline
-
-        return run_pipeline(args)
-    for flag in ("prompt", "negative_prompt", "true_cfg", "size", "scheduler"):
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} is for diffusers pipelines; {args.run} is not one")
-    args.num = 64 if args.num is None else args.num
-    args.batch_size = 256 if args.batch_size is None else args.batch_size
+    if pipeline.is_pipeline(args.run):  # a diffusers pipeline: --prompt, --out DIR
+        return pipeline.run_pipeline(args, load_sigmas(args.sigmas) if args.sigmas else None)
+    pipeline.check_run_folder_args(args)  # refuses the pipeline-only flags, fills --num / --batch-size
 
     from noiselevels.runs.images import make_grid, save_image
     from noiselevels.runs.lora import load_model
