@@ -161,6 +161,8 @@ def run(args) -> int:
         sample,
     )
 
+    if args.samples < 0:  # checked before training (issue 17)
+        raise ValueError(f"--samples must be >= 0; got {args.samples}")
     base = load_base(args.base)
     shape = tuple(base.data["shape"])
     noise = _noise_arg(args)
@@ -187,24 +189,6 @@ def run(args) -> int:
         seed=args.seed,
         label=args.label,
         target=args.target,
-    from noiselevels.runs.families import is_pipeline
-
-    if is_pipeline(args.base):
-        from noiselevels.commands._pipeline_finetune import run_pipeline
-
-        return run_pipeline(args, _noise_arg(args))
-    for flag in _PIPELINE_ONLY:
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} is for diffusers pipelines; {args.base} is not one")
-    if args.samples is not None and args.samples < 0:  # checked before training (issue 17)
-        raise ValueError(f"--samples must be >= 0; got {args.samples}")
-    defaults = {"rank": 8, "lr": 2e-3, "steps": 300, "batch_size": 16}
-    for k, v in defaults.items():
-        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
-    return _run_base(args)
-
-
-def _run_base(args) -> int:
         adaptive=adaptive,
         prior_weight=args.prior_weight,
         extra_info={"images": desc},
