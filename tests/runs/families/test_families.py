@@ -175,3 +175,22 @@ def test_hub_id_is_read_from_the_local_cache(tiny_pipeline, tmp_path, monkeypatc
     assert resolve_pipeline("someone/tiny-sd") == repo / "snapshots" / "abc123"
     assert is_pipeline("someone/tiny-sd")
     assert load_pipeline("someone/tiny-sd").family == "sd"
+
+
+def test_project_spacing_given_to_the_pipeline_is_our_sampler(latent_model):
+    """A project grid handed to the pipeline as ``pipe(sigmas=…)`` (what ``spacing show --format diffusers``
+    prints) samples what Euler on that grid with the adapter samples: EulerDiscreteScheduler maps σ to
+    fractional timesteps linearly in log σ (``_sigma_to_t``), i.e. linearly in λ like the adapter."""
+    from noiselevels.runs.families.generate import pipeline_sigmas
+
+    model = latent_model("sd")
+    sigmas, _ = pipeline_sigmas(model, steps=5, height=32, width=32, spacing="karras")
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    pipe = model.pipe
+    ref = pipe("a red cat", latents=noise.clone(), sigmas=sigmas.tolist(), height=32, width=32,
+               guidance_scale=7.5, output_type="latent").images
+    torch.testing.assert_close(model.timestep(-2 * torch.log(sigmas[:-1])),
+                               pipe.scheduler.timesteps.to(torch.float64), rtol=0, atol=1e-3)
+    den = model.denoiser(model.encode_prompts(["a red cat"]), guidance_scale=7.5)
+    out = solve_latents(den, noise, sigmas, init_noise_sigma=float(pipe.scheduler.init_noise_sigma))
+    torch.testing.assert_close(out, ref, rtol=0, atol=5e-6 * float(ref.abs().max()))
