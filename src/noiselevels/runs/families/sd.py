@@ -10,10 +10,13 @@ train_text_to_image*.py scripts do (``torch.randint(0, T)``, ``F.mse_loss(model_
 **Timestep at λ** (``timestep``): the UNet was trained on integer timesteps i with ᾱ_i from the table;
 for any λ the continuous timestep is the table inverted *in λ*: between consecutive entries λ_i > λ_{i+1}
 it is i + (λ_i − λ)/(λ_i − λ_{i+1}) (``DDPM.t_of`` then ``t_to_timestep``, i = t·T − 1). At the table's
-timesteps it is exact (the tests check it at every i); between them it is linear in λ (not in σ as
-``EulerDiscreteScheduler`` interpolates for fractional timesteps, scheduling_euler_discrete.py
-``set_timesteps``: ``np.interp(timesteps, arange, sigmas)``), so pipelines whose grid lands between
-table entries (``timestep_spacing="linspace"``) see slightly different timesteps there. Levels cleaner
+timesteps it is exact (the tests check it at every i); between them it is linear in λ — the same as
+``EulerDiscreteScheduler`` given custom ``sigmas`` (``_sigma_to_t`` interpolates linearly in log σ = −λ/2,
+scheduling_euler_discrete.py lines 483-516), so a project grid handed to the pipeline as
+``pipe(sigmas=…)`` gets the adapter's timesteps (tested). The other direction differs: with
+``timestep_spacing="linspace"`` the scheduler puts fractional timesteps first and interpolates σ
+linearly in the timestep (``np.interp(timesteps, arange, sigmas)``, line 439), so those grids' σ lie
+slightly off the λ-interpolation and the adapter feeds slightly different timesteps there. Levels cleaner
 than i = 0 map to i ∈ [−1, 0) (ᾱ linear in t, the schedule's own extension), noisier than i = T − 1 to
 T − 1.
 
