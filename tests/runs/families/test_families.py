@@ -194,3 +194,29 @@ def test_project_spacing_given_to_the_pipeline_is_our_sampler(latent_model):
     den = model.denoiser(model.encode_prompts(["a red cat"]), guidance_scale=7.5)
     out = solve_latents(den, noise, sigmas, init_noise_sigma=float(pipe.scheduler.init_noise_sigma))
     torch.testing.assert_close(out, ref, rtol=0, atol=5e-6 * float(ref.abs().max()))
+
+
+def test_zero_terminal_snr_sd_matches_pipeline(tiny_pipeline):
+    """SD 2.1-style zero terminal SNR (rescale_betas_zero_snr, trailing, v): the scheduler's σ_T = 4096
+    stand-in and λ = −∞ both map to timestep T − 1, and Euler on the grid equals the pipeline."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from noiselevels.runs.families.sd import StableDiffusion
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline("sd"), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="trailing",
+        rescale_betas_zero_snr=True,
+    )
+    model = StableDiffusion(pipe)
+    lam = torch.tensor([-math.inf, -2 * math.log(4096.0), math.inf], dtype=torch.float64)
+    torch.testing.assert_close(model.timestep(lam), torch.tensor([999.0, 999.0, 0.0], dtype=torch.float64),
+                               rtol=0, atol=1e-6)
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    ref = pipe("a cat", latents=noise.clone(), num_inference_steps=3, height=32, width=32,
+               guidance_scale=1.0, output_type="latent").images
+    grid = model.scheduler_grid(3, height=32, width=32)
+    out = solve_latents(model.denoiser(model.encode_prompts(["a cat"])), noise, grid.sigmas,
+                        init_noise_sigma=grid.init_noise_sigma)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4 * max(1.0, float(ref.abs().max())))

@@ -9,16 +9,19 @@ train_text_to_image*.py scripts do (``torch.randint(0, T)``, ``F.mse_loss(model_
 
 **Timestep at λ** (``timestep``): the UNet was trained on integer timesteps i with ᾱ_i from the table;
 for any λ the continuous timestep is the table inverted *in λ*: between consecutive entries λ_i > λ_{i+1}
-it is i + (λ_i − λ)/(λ_i − λ_{i+1}) (``DDPM.t_of`` then ``t_to_timestep``, i = t·T − 1). At the table's
-timesteps it is exact (the tests check it at every i); between them it is linear in λ — the same as
+it is i + (λ_i − λ)/(λ_i − λ_{i+1}), with the table λ_i = log(ᾱ_i/(1 − ᾱ_i)) of the pipeline scheduler's
+own ``alphas_cumprod`` (float32 there; the project's float64 ``ddpm`` schedule in ``noise`` agrees to
+3e-4 timesteps). At the table's timesteps it is exact (the tests check it at every i); between them it
+is linear in λ — the same as
 ``EulerDiscreteScheduler`` given custom ``sigmas`` (``_sigma_to_t`` interpolates linearly in log σ = −λ/2,
 scheduling_euler_discrete.py lines 483-516), so a project grid handed to the pipeline as
 ``pipe(sigmas=…)`` gets the adapter's timesteps (tested). The other direction differs: with
 ``timestep_spacing="linspace"`` the scheduler puts fractional timesteps first and interpolates σ
 linearly in the timestep (``np.interp(timesteps, arange, sigmas)``, line 439), so those grids' σ lie
-slightly off the λ-interpolation and the adapter feeds slightly different timesteps there. Levels cleaner
-than i = 0 map to i ∈ [−1, 0) (ᾱ linear in t, the schedule's own extension), noisier than i = T − 1 to
-T − 1.
+slightly off the λ-interpolation and the adapter feeds slightly different timesteps there. Levels
+outside the table clamp to its ends, 0 and T − 1, as ``_sigma_to_t`` clamps. A zero-terminal-SNR table
+(ᾱ_{T−1} = 0, λ = −∞) uses diffusers' own finite stand-in ᾱ_{T−1} = 2⁻²⁴ (σ ≈ 4096,
+scheduling_euler_discrete.py line 251), so σ = 4096 and σ = ∞ both get timestep T − 1.
 
 **SDXL** adds a pooled text embedding of ``text_encoder_2`` (``text_embeds``) and six micro-conditioning
 ``time_ids`` = (original height, width, crop top, left, target height, width) in pixels
@@ -79,6 +82,17 @@ def _ddpm_noise(config: Any) -> NoiseConfig:
     )
 
 
+def _table_timestep(lam: Tensor, table: Tensor) -> Tensor:
+    """The fractional index i at which the decreasing table λ_i equals λ, linear in λ between entries,
+    clamped to [0, T − 1]."""
+    asc = table.flip(0)  # increasing: asc[k] = λ_{T−1−k}
+    T = asc.numel()
+    x = lam.clamp(float(asc[0]), float(asc[-1]))
+    k = torch.searchsorted(asc, x.contiguous(), right=True).clamp(1, T - 1)
+    lo, hi = asc[k - 1], asc[k]
+    return (T - 1) - ((k - 1).to(torch.float64) + (x - lo) / (hi - lo))
+
+
 class StableDiffusion(LatentModel):
     """Stable Diffusion 1.x / 2.x (``StableDiffusionPipeline``); see the module docstring."""
 
@@ -100,9 +114,16 @@ class StableDiffusion(LatentModel):
         return {"encoder_hidden_states": embeds}
 
     def timestep(self, logsnr: Tensor) -> Tensor:
-        sched = self.noise.schedule
         lam = torch.as_tensor(logsnr).detach().to(device="cpu", dtype=torch.float64)
-        return sched.t_to_timestep(sched.t_of(lam))
+        if torch.isnan(lam).any():
+            raise ValueError("logsnr contains NaN")
+        return _table_timestep(lam, self._logsnr_table())
+
+    def _logsnr_table(self) -> Tensor:
+        """λ_i of the scheduler's ``alphas_cumprod`` (T,), decreasing, float64; ᾱ = 0 → 2⁻²⁴."""
+        abar = torch.as_tensor(np.asarray(self.pipe.scheduler.alphas_cumprod), dtype=torch.float64)
+        abar = abar.clamp_min(2.0**-24)
+        return torch.log(abar) - torch.log1p(-abar)
 
     def sigma_range(self) -> tuple[float, float]:
         lam = self.noise.schedule.logsnr_table()
