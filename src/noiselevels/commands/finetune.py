@@ -7,6 +7,12 @@ saw), only the adapter is saved. The noise levels come from ``--timestep-type`` 
 (``--noise FILE``, custom density / weighting); only their p(λ) and ε-unit w(λ) are used, the process
 and parameterisation are the base's. Sample the result with
 ``noiselevels sample mnist-base --adapter DIR --class 7 --out samples.png``.
+
+With ``--base PIPELINE`` (a diffusers pipeline folder or cached hub id: SD 1.x/2.x, SDXL, SD3, Flux) the
+LoRA goes on the pipeline's UNet / transformer and ``--images`` is a kohya / ai-toolkit folder of images
+with same-name ``.txt`` captions (noiselevels.runs.finetune_latent): ``--trigger``, ``--caption-dropout``,
+``--resolution`` (aspect-ratio buckets), ``--lora-format diffusers|kohya``, ``--targets``; VAE latents and
+text embeddings are cached (``--cache-dir``), so a sweep encodes its data once.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ def register(subparsers) -> None:
             "      --steps 400 --out runs/ft-mine\n"
             "  noiselevels finetune --base runs/mnist --class 7 --label 7 --noise custom.toml \\\n"
             "      --set noise.density.mean=0.5 --out runs/ft-custom\n"
+            "  noiselevels finetune --base ~/models/sd15 --images my_dog/ --trigger zqx --resolution 512 \\\n"
+            "      --timestep-type sigmoid --steps 1000 --out runs/dog-lora\n"
         ),
     )
     _add_data_args(p)
     _add_noise_args(p)
     _add_training_args(p)
     _add_output_args(p)
+    _add_pipeline_args(p)
     p.set_defaults(func=run)
 
 
@@ -45,7 +54,8 @@ def _add_data_args(p) -> None:
         "--base",
         required=True,
         metavar="MODEL",
-        help="base model: mnist-base, an exported .safetensors, or a run folder",
+        help="base model: mnist-base, an exported .safetensors, a run folder, or a diffusers pipeline "
+        "(folder with model_index.json, or a hub id in the local cache)",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR", help="folder of the concept's images (png/jpg/...)")
@@ -99,11 +109,11 @@ def _add_noise_args(p) -> None:
 
 def _add_training_args(p) -> None:
     """The adapter's shape and the optimisation."""
-    p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank r (default 8; pipelines 16)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3; pipelines 1e-4)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300; pipelines 500)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 16; pipelines 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--label", type=int, default=None, help="trigger label (default: the base's spare slot)")
     p.add_argument(
@@ -131,6 +141,33 @@ def _add_output_args(p) -> None:
     )
 
 
+def _add_pipeline_args(p) -> None:
+    """Options of a diffusers pipeline base (noiselevels.commands._pipeline_finetune)."""
+    g = p.add_argument_group("diffusers pipelines (--base PIPELINE)")
+    g.add_argument("--trigger", metavar="WORD", default=None,
+                   help="trigger word: replaces [trigger] in a caption, else prepended (ai-toolkit's rule)")
+    g.add_argument("--caption-dropout", type=float, default=None, metavar="P",
+                   help="probability of training on the empty caption (default 0)")
+    g.add_argument("--resolution", type=int, default=None, metavar="PX",
+                   help="bucket resolution in pixels (default: the model's native size)")
+    g.add_argument("--lora-format", choices=("diffusers", "kohya"), default=None,
+                   help="diffusers: pytorch_lora_weights.safetensors; kohya: lora_unet_/_transformer_ keys")
+    g.add_argument("--targets", default=None, metavar="NAMES",
+                   help="comma-separated module names to adapt (default: the family's, e.g. to_q,to_v)")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY", help="EMA of the adapter weights")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="trade compute for memory (GPU)")
+    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
+                   help="autocast on CUDA (accepted, not applied, on a CPU); default no")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="latent/text cache (default $NOISELEVELS_CACHE or ~/.cache/noiselevels/latents)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+_PIPELINE_ONLY = ("trigger", "caption_dropout", "resolution", "lora_format", "targets", "ema",
+                  "gradient_checkpointing", "mixed_precision", "cache_dir", "device")  # fmt: skip
+
+
 def _noise_arg(args):
     if args.noise is None and not args.overrides:
         return args.timestep_type or "sigmoid"
@@ -150,6 +187,24 @@ def _noise_arg(args):
 
 
 def run(args) -> int:
+    from noiselevels.runs.families import is_pipeline
+
+    if is_pipeline(args.base):
+        from noiselevels.commands._pipeline_finetune import run_pipeline
+
+        return run_pipeline(args, _noise_arg(args))
+    for flag in _PIPELINE_ONLY:
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} is for diffusers pipelines; {args.base} is not one")
+    if args.samples is not None and args.samples < 0:  # checked before training (issue 17)
+        raise ValueError(f"--samples must be >= 0; got {args.samples}")
+    defaults = {"rank": 8, "lr": 2e-3, "steps": 300, "batch_size": 16}
+    for k, v in defaults.items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    return _run_base(args)
+
+
+def _run_base(args) -> int:
     import torch
 
     from noiselevels.runs.finetune import (
@@ -161,8 +216,6 @@ def run(args) -> int:
         sample,
     )
 
-    if args.samples < 0:  # checked before training (issue 17)
-        raise ValueError(f"--samples must be >= 0; got {args.samples}")
     base = load_base(args.base)
     shape = tuple(base.data["shape"])
     noise = _noise_arg(args)

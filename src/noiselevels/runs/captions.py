@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -52,6 +53,7 @@ __all__ = [
     "apply_trigger",
     "bucket_resolutions",
     "bucket_step",
+    "cover_crop",
     "drop_captions",
     "load_rgb",
     "read_caption_folder",
@@ -94,8 +96,6 @@ def apply_trigger(caption: str, trigger: str | None) -> str:
 def drop_captions(captions: Sequence[str], p: float, generator) -> list[str]:
     """Caption dropout: each caption is replaced by ``""`` with probability ``p`` (draws from the torch
     ``generator``, one per caption, so a run is reproducible)."""
-    import torch
-
     if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1):
         raise ValueError(f"caption dropout must be a probability in [0, 1]; got {p!r}")
     if p == 0:
@@ -209,17 +209,24 @@ def select_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]]) -
     return tuple(buckets[int(np.argmin(errs))])
 
 
+def cover_crop(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(resized width, resized height, crop left, crop top) of an image of ``size`` = (width, height)
+    resized to cover ``bucket`` = (width, height) and centre-cropped to it (kohya: the side whose ratio
+    is tighter matches exactly)."""
+    (w, h), (bw, bh) = size, bucket
+    scale = bh / h if w / h > bw / bh else bw / w
+    rw, rh = max(bw, int(w * scale + 0.5)), max(bh, int(h * scale + 0.5))
+    return rw, rh, (rw - bw) // 2, (rh - bh) // 2
+
+
 def resize_to_bucket(image, bucket: tuple[int, int]) -> np.ndarray:
     """``image`` (RGB PIL) resized to cover ``bucket`` = (width, height) and centre-cropped to it, as a
     float32 array (3, height, width) in [−1, 1]."""
     from PIL import Image
 
     bw, bh = bucket
-    w, h = image.size
-    scale = bh / h if w / h > bw / bh else bw / w
-    rw, rh = max(bw, int(w * scale + 0.5)), max(bh, int(h * scale + 0.5))
-    im = image.resize((rw, rh), Image.Resampling.LANCZOS) if (rw, rh) != (w, h) else image
-    left, top = (rw - bw) // 2, (rh - bh) // 2
+    rw, rh, left, top = cover_crop(image.size, bucket)
+    im = image.resize((rw, rh), Image.Resampling.LANCZOS) if (rw, rh) != image.size else image
     im = im.crop((left, top, left + bw, top + bh))
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -50,6 +50,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from noiselevels.runs.checkpoint import write_json_atomic
+
 __all__ = [
     "ADAPTER_NAME",
     "DIFFUSERS_FILE",
@@ -57,6 +59,7 @@ __all__ = [
     "LORA_FORMATS",
     "add_lora",
     "apply_adapter",
+    "check_format",
     "component_name",
     "lora_layers",
     "lora_state_dict",
@@ -183,6 +186,15 @@ def _check_flux_kohya(names: Sequence[str]) -> None:
         )
 
 
+def check_format(model: Any, format: str) -> None:
+    """Raise ``ValueError`` if the adapter on ``model`` cannot be saved in ``format`` (checked before
+    training: a kohya-format Flux LoRA holds only what diffusers' converter maps)."""
+    if format not in LORA_FORMATS:
+        raise ValueError(f"LoRA format must be one of {', '.join(LORA_FORMATS)}; got {format!r}")
+    if format == "kohya" and getattr(model, "family", None) == "flux":
+        _check_flux_kohya([n for n, _ in lora_layers(_network(model))])
+
+
 def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
@@ -196,13 +208,10 @@ def save_lora(model: Any, out_dir: str | os.PathLike, format: str = "diffusers",
     """Write the adapter of ``model`` to ``out_dir`` in ``format`` (module docstring) plus ``lora.json``
     (format, component, rank, alpha, modules, ``info``), each written atomically. Returns the weights
     file."""
-    if format not in LORA_FORMATS:
-        raise ValueError(f"LoRA format must be one of {', '.join(LORA_FORMATS)}; got {format!r}")
+    check_format(model, format)
     sd = lora_state_dict(model)
     comp = component_name(model)
     family = getattr(model, "family", None)
-    if format == "kohya" and family == "flux":
-        _check_flux_kohya(list(sd))
     tensors: dict[str, Tensor] = {}
     for name, (a, b, alpha) in sd.items():
         r = a.shape[0]
@@ -226,8 +235,6 @@ def save_lora(model: Any, out_dir: str | os.PathLike, format: str = "diffusers",
     _atomic_save(tensors, path, meta)
     record = {"format": format, "file": path.name, "component": comp, "family": family, "rank": ranks,
               "alpha": alphas, "modules": sorted(sd), **dict(info or {})}  # fmt: skip
-    from noiselevels.runs.checkpoint import write_json_atomic
-
     write_json_atomic(out / INFO_FILE, record)
     return path
 
