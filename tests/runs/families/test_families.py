@@ -220,3 +220,26 @@ def test_zero_terminal_snr_sd_matches_pipeline(tiny_pipeline):
     out = solve_latents(model.denoiser(model.encode_prompts(["a cat"])), noise, grid.sigmas,
                         init_noise_sigma=grid.init_noise_sigma)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4 * max(1.0, float(ref.abs().max())))
+
+
+def test_sd3_without_t5_matches_pipeline(tiny_pipeline):
+    """SD3 loaded without its T5 encoder (text_encoder_3=None, as diffusers allows): zeros stand in for
+    the T5 states, and the adapter still equals the pipeline."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from noiselevels.runs.families.flow import StableDiffusion3
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(
+        tiny_pipeline("sd3"), text_encoder_3=None, tokenizer_3=None, use_safetensors=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    model = StableDiffusion3(pipe)
+    cond = model.encode_prompts(["a cat"])
+    assert cond["encoder_hidden_states"].shape == (1, 77 + model.max_sequence_length, 64)
+    assert not cond["encoder_hidden_states"][:, 77:].any()
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    ref = pipe("a cat", latents=noise.clone(), num_inference_steps=2, height=32, width=32,
+               output_type="latent").images
+    grid = model.scheduler_grid(2, height=32, width=32)
+    out = solve_latents(model.denoiser(cond, guidance_scale=model.default_guidance), noise, grid.sigmas)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
