@@ -8,6 +8,10 @@ its source (ostris/ai-toolkit at 27a03a91f23eb1b757d5ec2e80ee3e129cfcc350):
   923–943.
 
 ``draw`` returns the flow σ of N draws (σ = timestep/1000) and each draw's weight on the flow loss.
+DDPM (SD) models: ``ddpm_draw`` / ``snr_weight`` — BaseSDTrainProcess.py 1227–1229 (``set_timesteps(1000)``:
+timesteps 999 … 0) and 1301–1316 (balanced, non-flowmatch: ``randint(min + 1, max − 1)`` indices), and
+``toolkit/train_tools.py`` 642–654 (``get_all_snr``), 720–749 (``apply_snr_weight``) on the loss of the
+model's own target (SDTrainer.py 1005–1011).
 """
 
 from __future__ import annotations
@@ -110,3 +114,23 @@ def ks_atoms(sigma: np.ndarray, cdf) -> float:
     emp = np.cumsum(c[::-1])[::-1] / len(sigma)
     below = np.concatenate([[0.0], v[:-1]])
     return float(np.abs(emp - cdf(logsnr(below))).max())
+
+
+def sd_alphas_cumprod() -> np.ndarray:
+    """SD 1.x/2.x/XL DDPM table: scaled_linear β from 0.00085 to 0.012."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, T) ** 2
+    return np.cumprod(1 - betas)
+
+
+def ddpm_draw(n: int, seed: int, min_noise_steps: int = 0, max_noise_steps: int = T - 1) -> np.ndarray:
+    """Integer timesteps: indices ``randint(min + 1, max − 1)`` into timesteps 999 … 0."""
+    idx = np.random.default_rng(seed).integers(min_noise_steps + 1, max_noise_steps - 1, n)
+    return (T - 1) - idx
+
+
+def snr_weight(timesteps: np.ndarray, gamma: float, fixed: bool) -> np.ndarray:
+    """``apply_snr_weight``: γ/SNR (``snr_gamma``, fixed) or min(γ/SNR, 1) (``min_snr_gamma``)."""
+    a = sd_alphas_cumprod()
+    snr = (np.sqrt(a) / np.sqrt(1 - a)) ** 2
+    w = gamma / snr[timesteps]
+    return w if fixed else np.minimum(w, 1.0)

@@ -110,3 +110,21 @@ def test_bad_parameters():
         preset("ai-toolkit:sigmoid", min_denoising_steps=500, max_denoising_steps=100)
     with pytest.raises(ValueError, match="image_seq_len"):
         preset("ai-toolkit:flux_shift", image_seq_len=0)
+
+
+@pytest.mark.parametrize("name", ["ai-toolkit:snr_gamma", "ai-toolkit:min_snr_gamma"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_snr_gamma_presets_against_reference(name, prediction_type):
+    """DDPM timesteps as the trainer draws them (KS of 100k draws) and apply_snr_weight's multiplier on
+    the target's loss, in ε units (× (SNR + 1)/SNR for v), at every timestep the tool can draw, to 1e-6."""
+    cfg = preset(name, gamma=5.0, prediction_type=prediction_type)
+    a = ref.sd_alphas_cumprod()
+    lam_of = lambda t: np.log(a[t] / (1 - a[t]))  # noqa: E731
+    t = ref.ddpm_draw(N, seed=4)
+    assert ref.ks(lam_of(t), _cdf(cfg)) <= 0.01
+    ts = np.arange(2, 999)
+    snr = np.exp(lam_of(ts))
+    want = ref.snr_weight(ts, 5.0, fixed=name == "ai-toolkit:snr_gamma")
+    want = want * ((snr + 1) / snr if prediction_type == "v_prediction" else 1.0)
+    got = cfg.weighting(torch.as_tensor(lam_of(ts), dtype=F64)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

@@ -216,10 +216,13 @@ def test_ai_toolkit_content_style():
     assert_close(got, 1 - t ** (1 / 3), atol=2e-3, rtol=0)
 
 
-def test_ai_toolkit_lognorm_blend_is_a_mixture():
+def test_ai_toolkit_lognorm_blend_is_the_table_law():
+    """1000 entries: 250 evenly spaced (one each) + 749 non-maximal log-normal ones + the maximum, whose
+    entry the balanced index never reads (the preset cuts the cleanest 1/1000)."""
     d = preset("ai-toolkit:lognorm_blend").density
-    assert d.name == "truncated" and d.base.name == "mixture"
-    assert d.base.weights == pytest.approx((0.75, 0.25))
+    assert d.name == "truncated" and d.base.name == "flow_time_atoms"
+    assert sum(d.base.weights) == pytest.approx(1000.0, rel=1e-12)
+    assert float(d.cdf(torch.tensor([math.inf], dtype=torch.float64))) == 1.0
 
 
 def test_ai_toolkit_snr_gamma_vs_min_snr_gamma():

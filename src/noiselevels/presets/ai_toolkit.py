@@ -264,21 +264,24 @@ def _ait_style(min_denoising_steps: int = 0, max_denoising_steps: int = 999) -> 
 def _ait_snr_gamma(gamma: float = 5.0, prediction_type: str = "epsilon") -> NoiseConfig:
     """ai-toolkit ``snr_gamma``: the loss of the model's target multiplied by γ/SNR, *not* clamped
     (kohya's and diffusers' min-SNR clamp at 1) and with no v-prediction variant, on a DDPM model (the
-    Stable Diffusion scaled_linear table, uniform timesteps)."""
+    Stable Diffusion scaled_linear table; train_tools.py 720–749). Timesteps: ``set_timesteps(1000)`` then
+    balanced indices ``randint(min + 1, max − 1)`` = randint(1, 998) for non-flowmatch schedulers
+    (BaseSDTrainProcess.py 1301–1316), i.e. timesteps 2 … 998 uniformly."""
     param = _prediction_param(prediction_type)
     check_positive("gamma", gamma)
     sched = _sd_schedule()
     w = _in_units(_w("snr_gamma", gamma=float(gamma)), param, "vp")
-    return _ddpm_cfg(param, sched, _ddpm_density(sched), w)
+    return _ddpm_cfg(param, sched, _ddpm_density(sched, 2, 999), w)
 
 
 @_preset("ai-toolkit:min_snr_gamma", "min(γ/SNR, 1) on the model's own loss (no v variant)")
 def _ait_min_snr_gamma(gamma: float = 5.0, prediction_type: str = "epsilon") -> NoiseConfig:
     """ai-toolkit ``min_snr_gamma``: the target loss multiplied by min(γ/SNR, 1) = min(SNR, γ)/SNR for
     every prediction type. For ε this is min-SNR-γ; for v it is w_ε = min(SNR, γ)·(SNR + 1)/SNR², which
-    up-weights noisy levels relative to kohya's / diffusers' v formula min(SNR, γ)/(SNR + 1)."""
+    up-weights noisy levels relative to kohya's / diffusers' v formula min(SNR, γ)/(SNR + 1). Timesteps
+    2 … 998 as for ``ai-toolkit:snr_gamma``."""
     param = _prediction_param(prediction_type)
     check_positive("gamma", gamma)
     sched = _sd_schedule()
     w = _in_units(_w("min_snr", gamma=float(gamma)), param, "vp")
-    return _ddpm_cfg(param, sched, _ddpm_density(sched), w)
+    return _ddpm_cfg(param, sched, _ddpm_density(sched, 2, 999), w)
