@@ -148,3 +148,24 @@ def test_kohya_flux_model_prediction_type(tmp_path, flag, kind):
     other = "raw" if kind == "sigma_scaled" else "sigma_scaled"
     other_cfg = preset("kohya:shift", weighting_scheme="sigma_sqrt", model_prediction_type=other)
     assert compare(r.config, other_cfg).tv > 0.05
+
+
+@pytest.mark.parametrize(
+    ("arch", "label", "shift_type", "want"),
+    [
+        ("flux2", "Flux 2", "flux_shift", "ai-toolkit:flux_shift"),
+        ("zimage", "Z-Image", "shift", "ai-toolkit:shift"),
+    ],
+)
+def test_ai_toolkit_newer_families(tmp_path, arch, label, shift_type, want):
+    """ai-toolkit's Flux 2 and Z-Image models (``model.arch``) are read with their family: Flux 2 shifts
+    by resolution (flux_shift at its native 1024² → 4096 tokens), Z-Image's scheduler shifts by 3."""
+    f = tmp_path / "job.yaml"
+    f.write_text(
+        "config:\n  process:\n    - type: sd_trainer\n      train:\n"
+        f"        timestep_type: {shift_type}\n      model:\n        arch: {arch}\n"
+    )
+    r = read_tool_file(str(f))
+    assert r.preset == want and label in r.read_as
+    params = {"image_seq_len": 4096} if shift_type == "flux_shift" else {"shift": 3.0}
+    assert compare(r.config, preset(want, **params)).tv <= 0.01

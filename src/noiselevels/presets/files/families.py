@@ -35,6 +35,10 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("flux", "Flux", "flow", "flow", None, 1024, 8, 2, 1.0, True),
+        # ai-toolkit extensions_built_in/diffusion_models/flux2/flux2_model.py 39-47 (dynamic shift, bucket 16)
+        Family("flux2", "Flux 2", "flow", "flow", None, 1024, 8, 2, 1.0, True),
+        # ai-toolkit extensions_built_in/diffusion_models/z_image/z_image.py 42-45, 82 (static shift 3, 8·2)
+        Family("zimage", "Z-Image", "flow", "flow", None, 1024, 8, 2, 3.0),
         Family("sd3", "SD3", "flow", "flow", None, 1024, 8, 2, 3.0),
         Family("qwen_image", "Qwen-Image", "flow", "flow", None, 1328, 8, 2, 1.0, True),
         Family("lumina2", "Lumina 2", "flow", "flow", None, 1024, 8, 2, 6.0),
@@ -48,6 +52,7 @@ FAMILIES: dict[str, Family] = {
 
 # names the tools use for a family → our name
 _ALIASES = {
+    "flux2": "flux2", "flux2_klein": "flux2", "zimage": "zimage", "z_image": "zimage",
     "flux": "flux", "flux1": "flux", "flux_dev": "flux", "flux_schnell": "flux", "flux.1": "flux",
     "sd3": "sd3", "sd35": "sd3", "sd3.5": "sd3", "stable_diffusion_3": "sd3",
     "sdxl": "sdxl", "stable_diffusion_xl": "sdxl", "sd_xl": "sdxl", "pony": "sdxl", "illustrious": "sdxl",
