@@ -35,7 +35,7 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("flux", "Flux", "flow", "flow", None, 1024, 8, 2, 1.0, True),
-        # ai-toolkit extensions_built_in/diffusion_models/flux2/flux2_model.py 39-47 (dynamic shift, bucket 16)
+        # ai-toolkit extensions_built_in/diffusion_models/flux2/flux2_model.py 39-47 (dynamic, bucket 16)
         Family("flux2", "Flux 2", "flow", "flow", None, 1024, 8, 2, 1.0, True),
         # ai-toolkit extensions_built_in/diffusion_models/z_image/z_image.py 42-45, 82 (static shift 3, 8·2)
         Family("zimage", "Z-Image", "flow", "flow", None, 1024, 8, 2, 3.0),
