@@ -43,10 +43,11 @@ def check_run_folder_args(args) -> None:
 def run_pipeline(args, sigmas=None) -> int:
     """``sample`` for a pipeline; ``sigmas``: the grid of ``--sigmas FILE.json`` (read by the caller)."""
     from noiselevels.commands._args import build_params
-    from noiselevels.runs.families import load_pipeline
+    from noiselevels.runs.families import load_pipeline, resolve_pipeline
     from noiselevels.runs.families.generate import generate_images
     from noiselevels.runs.images import save_image
 
+    folder = resolve_pipeline(args.run)  # first: a mistyped run folder reads as an uncached hub id
     if args.prompt is None:
         raise ValueError(f"{args.run} is a diffusers pipeline: give --prompt TEXT")
     for flag, value in (("--class", args.label), ("--nrow", args.nrow), ("--no-ema", args.no_ema or None)):
@@ -63,7 +64,7 @@ def run_pipeline(args, sigmas=None) -> int:
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
     )
-    model = load_pipeline(args.run)
+    model = load_pipeline(folder)
     if args.adapter:
         from noiselevels.runs.families.lora import apply_adapter
 

@@ -103,8 +103,8 @@ def resolve_pipeline(spec: str | Path) -> Path:
         folder = None
     if folder is None or not (folder / "model_index.json").is_file():
         raise ValueError(
-            f"{spec} is not in the local Hugging Face cache (offline; nothing is downloaded): download it "
-            f"first, e.g. `huggingface-cli download {spec}`, or pass the pipeline's folder"
+            f"{spec} is no folder here, and as a hub id it is not in the local Hugging Face cache (offline; "
+            f"nothing is downloaded): download it first (`huggingface-cli download {spec}`) or pass a folder"
         )
     return folder
 
