@@ -26,7 +26,7 @@ def add_concept_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", action="append", metavar="TEXT", help="evaluation prompt (repeatable)")
     g.add_argument("--samples-per-prompt", type=int, default=2, metavar="K", help="samples per prompt (2)")
     g.add_argument(
-        "--levels", metavar="λ,λ,...", help="the fixed λ grid of the validation loss (default -8,-6,...,8)"
+        "--levels", metavar="λ,λ,...", help="the fixed λ grid (default -8,-6,...,8; write --levels=-6,0,6)"
     )
     g.add_argument("--repeats", type=int, default=1, metavar="R", help="noise draws per image and level (1)")
     g.add_argument(

@@ -17,7 +17,8 @@ concept's trigger is its label, the retention set is real MNIST images of the ot
 for an MNIST base, else samples of the base) and, for diffusers pipelines,
 ``noiselevels.runs.concept_pipeline.PipelineSubject``. A subject has ``process``,
 ``parameterization``, ``base`` and ``adapted`` (the model contract ``model(z, λ, **cond)``),
-``read_images(folder) -> (images, names, captions)``, ``items(images, captions)`` (validation items),
+``read_images(folder) -> (data, names, captions)``, ``items(read, indices)`` (validation items of what
+``read_images`` returned), ``pixels(read, indices)`` (their images, for feature metrics),
 ``retention_set(num, seed) -> (items, description)``, ``eval_prompts(prompts)`` and
 ``sample(which, prompts, seed, steps) -> images in [−1, 1]``.
 """
@@ -95,14 +96,20 @@ class RunSubject:
             return {}
         return {"labels": labels if labels is not None else torch.full((n,), self.label, dtype=torch.long)}
 
-    def items(
-        self, images: Tensor, captions: Sequence[str], names: Sequence[str] | None = None
-    ) -> list[Item]:
-        return items_from(images, self._cond(len(images)), names)
+    def items(self, data: tuple[Tensor, list[str], list[str]], idx: Sequence[int]) -> list[Item]:
+        x, names, _ = data
+        return items_from(x[list(idx)], self._cond(len(idx)), [names[i] for i in idx])
 
-    def retention_set(self, num: int, seed: int) -> tuple[list[Item], str]:
+    def pixels(self, data: tuple[Tensor, list[str], list[str]], idx: Sequence[int]) -> Tensor:
+        return data[0][list(idx)]
+
+    def retention_set(self, num: int, seed: int, *, steps: int = 12,
+                      regularisation_images=None) -> tuple[list[Item], str]:  # fmt: skip
         """MNIST base: ``num`` real MNIST validation images of its other trained classes (class-balanced,
-        seeded) with their labels; otherwise ``num`` unconditional samples of the base."""
+        seeded) with their labels; otherwise ``num`` samples of the base (``steps`` steps)."""
+        if regularisation_images is not None:
+            raise ValueError("regularisation images are for pipelines; a project base is retained on its "
+                             "other classes (or its own samples)")  # fmt: skip
         others = [c for c in (self.base_model.trained_classes or []) if c != self.label]
         if self.label is not None and others and self.base_model.data.get("name") == "mnist":
             ds = load_dataset("mnist", split="val", size=self.shape[-1], channels=self.shape[0])
@@ -110,7 +117,7 @@ class RunSubject:
             pick = keep[balanced_indices(ds.subset(keep), min(num, len(keep)), seed=seed)]
             return (items_from(ds.data[pick], {"labels": ds.labels[pick]}),
                     f"{len(pick)} real MNIST validation images of the other classes {others}")  # fmt: skip
-        xs = self.sample("base", self.eval_prompts(None) * num, seed=seed + 1, steps=12)
+        xs = self.sample("base", self.eval_prompts(None) * num, seed=seed + 1, steps=steps)
         return items_from(xs, self._cond(len(xs))), f"{num} samples of the base model"
 
     def eval_prompts(self, prompts: Sequence[Any] | None) -> list[Any]:
@@ -140,13 +147,16 @@ def validation_set(subject, images, validation_images=None, *, adapter=None, fra
     """The held-out validation items, their images (for feature metrics) and a sentence saying where
     they came from (module docstring)."""
     if validation_images is not None:
-        x, names, caps = subject.read_images(validation_images)
-        return subject.items(x, caps, names), x, f"{len(names)} images of {validation_images}"
+        data = subject.read_images(validation_images)
+        idx = list(range(len(data[1])))
+        what = f"{len(idx)} images of {validation_images}"
+        return subject.items(data, idx), subject.pixels(data, idx), what
     if images is None:
         raise ValueError(
             "give the concept's images (--images DIR) or held-out ones (--validation-images DIR)"
         )
-    x, names, caps = subject.read_images(images)
+    data = subject.read_images(images)
+    names = data[1]
     recorded = finetune_info(adapter).get("holdout") if adapter is not None else None
     if recorded and set(recorded) <= set(names):
         val = [names.index(n) for n in recorded]
@@ -156,8 +166,7 @@ def validation_set(subject, images, validation_images=None, *, adapter=None, fra
         held = ", ".join(names[i] for i in val)
         what = (f"a fixed split of {images}: {len(val)} of {len(names)} images ({held}; seed {seed}, "
                 f"{fraction:.0%}) — the fine-tune may have trained on them")  # fmt: skip
-    xv = x[val]
-    return subject.items(xv, [caps[i] for i in val], [names[i] for i in val]), xv, what
+    return subject.items(data, val), subject.pixels(data, val), what
 
 
 def finetune_info(adapter: str | os.PathLike) -> dict[str, Any]:
@@ -184,6 +193,7 @@ def evaluate_concept(
     seed: int = 0,
     repeats: int = 1,
     retention_images: int = 32,
+    regularisation_images: str | os.PathLike | None = None,
     batch_size: int = 64,
     with_samples: bool = True,
 ) -> dict[str, Any]:
@@ -197,7 +207,8 @@ def evaluate_concept(
                            "validation_source": source}  # fmt: skip
     if subject.adapted is not None:
         out["validation"] = validation_loss(subject.adapted, items, baseline=subject.base, **kw)
-        r_items, r_source = subject.retention_set(retention_images, seed)
+        r_items, r_source = subject.retention_set(retention_images, seed, steps=steps,
+                                                  regularisation_images=regularisation_images)  # fmt: skip
         out["retention"] = retention(subject.base, subject.adapted, r_items, source=r_source, **kw)
     else:
         out["validation"] = validation_loss(subject.base, items, **kw)

@@ -75,6 +75,16 @@ from noiselevels.runs.checkpoint import write_json_atomic
 from noiselevels.runs.config import build_adaptive
 from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetune, resolve_noise
 from noiselevels.runs.report import noise_arg, write_report
+from noiselevels.runs.sweep_pipeline import (
+    CONCEPT_EVAL_KEYS,
+    encode_pipeline_data,
+    execute_pipeline,
+    is_pipeline_base,
+    pipeline_finetune_keys,
+    run_concept_metrics,
+    validate_pipeline,
+)
+from noiselevels.runs.validation import holdout_split
 
 __all__ = [
     "RunSpec",
@@ -88,12 +98,12 @@ __all__ = [
     "validate",
 ]
 
-SWEEP_KEYS = ("base", "class", "images", "num_images", "seeds", "name", "workers")
+SWEEP_KEYS = ("base", "class", "images", "validation_images", "num_images", "seeds", "name", "workers")
 FINETUNE_KEYS = (
     "timestep_type", "noise", "rank", "alpha", "lr", "steps", "batch_size", "warmup", "label", "target",
     "adaptive", "prior_weight", "prior_images",
 )  # fmt: skip
-EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features")
+EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features", *CONCEPT_EVAL_KEYS)
 DEMO_SWEEP = Path(__file__).resolve().parents[3] / "examples" / "sweeps" / "timestep-types-demo.toml"
 
 
@@ -143,9 +153,20 @@ class Sweep:
     evaluate_base: bool = True
 
     def runs(self) -> list[RunSpec]:
-        out = [RunSpec("base", {}, 0, kind="base")] if self.evaluate_base else []
+        out = [RunSpec("base", self.base_params(), 0, kind="base")] if self.evaluate_base else []
         for name, params in self.configs.items():
             out += [RunSpec(name, params, s) for s in self.seeds]
+        return out
+
+
+    def base_params(self) -> dict[str, Any]:
+        """The data settings the base pseudo-run evaluates with: ``trigger`` and ``resolution`` when every
+        configuration uses the same (pipeline sweeps; {} otherwise)."""
+        out = {}
+        for key in ("trigger", "resolution"):
+            vals = {json.dumps(p.get(key)) for p in self.configs.values()}
+            if len(vals) == 1 and (v := next(iter(self.configs.values())).get(key)) is not None:
+                out[key] = v
         return out
 
 
@@ -160,16 +181,17 @@ def _fmt(v: Any) -> str:
 def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     """Validate a sweep table (the TOML's contents) into a :class:`Sweep`; errors name the bad key."""
     check_keys("the sweep file's top level", d, ("sweep", "finetune", "eval", "grid", "configs"))
+    ft_keys = _finetune_keys(d.get("sweep", {}).get("base") if isinstance(d.get("sweep"), Mapping) else None)
     sections = {}
-    for key, valid in (("sweep", SWEEP_KEYS), ("finetune", FINETUNE_KEYS), ("eval", EVAL_KEYS),
-                       ("grid", FINETUNE_KEYS)):  # fmt: skip
+    for key, valid in (("sweep", SWEEP_KEYS), ("finetune", ft_keys), ("eval", EVAL_KEYS),
+                       ("grid", ft_keys)):  # fmt: skip
         check_keys(f"[{key}]", d.get(key, {}), valid)
         sections[key] = dict(d.get(key, {}))
     sw, defaults, ev, grid = sections["sweep"], sections["finetune"], sections["eval"], sections["grid"]
     extra = dict(d.get("configs", {}))
     if ("class" in sw) == ("images" in sw):
         raise ValueError("[sweep] needs exactly one of class = N (an MNIST class) or images = 'DIR'")
-    concept = {k: sw[k] for k in ("class", "images", "num_images") if k in sw}
+    concept = {k: sw[k] for k in ("class", "images", "validation_images", "num_images") if k in sw}
     seeds = sw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -191,7 +213,7 @@ def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     for cname, table in extra.items():
         if not isinstance(table, Mapping):
             raise ValueError(f"[configs.{cname}] must be a table of finetune arguments; got {table!r}")
-        check_keys(f"[configs.{cname}]", table, FINETUNE_KEYS)
+        check_keys(f"[configs.{cname}]", table, ft_keys)
         if cname in configs or cname == "base":
             raise ValueError(f"configuration name {cname!r} is used twice")
         configs[cname] = {**defaults, **dict(table)}
@@ -211,6 +233,12 @@ def parse_sweep(d: Mapping[str, Any], *, name: str = "sweep") -> Sweep:
     )
 
 
+def _finetune_keys(base: Any) -> tuple[str, ...]:
+    """The [finetune] / [grid] keys: every ``finetune_latent`` argument for a pipeline base
+    (``runs.sweep_pipeline``), else ``finetune``'s."""
+    return pipeline_finetune_keys() if base is not None and is_pipeline_base(str(base)) else FINETUNE_KEYS
+
+
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read and validate a sweep TOML file (its name defaults to the file's stem)."""
     return parse_sweep(read_toml(path, "sweep"), name=Path(path).stem)
@@ -219,6 +247,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 def validate(sweep: Sweep) -> None:
     """Check everything that can fail before any run starts: the base loads, every configuration's
     timestep type / noise table resolves, the concept's images exist and are enough."""
+    if is_pipeline_base(sweep.base):
+        validate_pipeline(sweep)
+        return
     base = load_base(sweep.base)
     for name, params in sweep.configs.items():
         try:
@@ -263,9 +294,16 @@ def run_one(run_dir: str | os.PathLike, *, threads: int | None = None) -> dict[s
 def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any]:
     """Fine-tune (or take the base, ``kind = "base"``) and evaluate on the concept: the run's result
     (wall time counted from ``t0``). Adapter, log, loss profile and samples go into ``run_dir``."""
+    if is_pipeline_base(spec["base"]):
+        result, samples = execute_pipeline(spec, run_dir, t0)
+        if samples is not None:
+            _save_samples(samples, run_dir / "samples.safetensors")
+        result["threads"] = torch.get_num_threads()
+        return result
     base = load_base(spec["base"])
     shape = tuple(base.data["shape"])
     x, real_new, _ = concept_images(**_concept_args(spec["concept"]), shape=shape)
+    x, x_val, holdout = _folder_split(spec["concept"], x, shape)
     label = spec["params"].get("label", base.spare_label)
     other = [c for c in (base.trained_classes or []) if c != label]
     result: dict[str, Any] = {"id": run_dir.name, "config": spec["config"], "seed": spec["seed"],
@@ -276,7 +314,7 @@ def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any
         params = dict(spec["params"])
         params["timestep_type"] = noise_arg(params)
         params.pop("noise", None)
-        res = finetune(base, x, out_dir=run_dir, seed=spec["seed"], **params)
+        res = finetune(base, x, out_dir=run_dir, seed=spec["seed"], extra_info={"holdout": holdout}, **params)
         model, noise, train_s = res.model, res.noise, res.train_seconds
         final_loss = res.log[-1]["loss"] if res.log else None
         label = res.label
@@ -286,6 +324,9 @@ def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any
                               **eval_kw)  # fmt: skip
         _save_samples(m.pop("samples_new"), run_dir / "samples.safetensors")
         result.update(m)
+    result.update(run_concept_metrics(base, None if spec["kind"] == "base" else model, label,
+                                      concept=spec["concept"], real_new=real_new, x_val=x_val,
+                                      ev=spec["eval"]))  # fmt: skip
     result.update(
         train_seconds=train_s,
         wall_seconds=time.perf_counter() - t0,
@@ -294,6 +335,22 @@ def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any
         threads=torch.get_num_threads(),
     )
     return result
+
+
+def _folder_split(concept: Mapping[str, Any], x: torch.Tensor, shape) -> tuple[torch.Tensor, Any, Any]:
+    """An image-folder concept: (training images, held-out images, their names) — ``validation_images``
+    when given, else a fixed, seeded 20 % of the folder (``validation.holdout_split``, seed 0); an MNIST
+    class: (x, None, None) (its held-out images are the class's other real images)."""
+    if "images" not in concept:
+        return x, None, None
+    if concept.get("validation_images"):
+        x_val, _, _ = concept_images(images=concept["validation_images"], shape=shape)
+        return x, x_val, None
+    from noiselevels.runs.concept import image_names
+
+    names = image_names(concept["images"])[: len(x)]
+    train, val = holdout_split(len(x), seed=0)
+    return x[train], x[val], [names[i] for i in val]
 
 
 def _save_samples(samples: torch.Tensor, path: Path) -> None:
@@ -385,6 +442,8 @@ def run_sweep(
     t0 = time.perf_counter()
     if progress:
         print(f"sweep {sweep.name}: {len(runs)} runs, {len(skipped)} already done, {len(todo)} to run")
+    if todo and is_pipeline_base(sweep.base):
+        encode_pipeline_data(sweep, out)  # the data's latents and text embeddings, once for all runs
     if backend == "local":
         failed = _run_local(todo, workers, progress=progress)
     else:
