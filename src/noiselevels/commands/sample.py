@@ -28,6 +28,8 @@ def register(subparsers) -> None:
             "--out samples.png\n"
             "  noiselevels sample runs/mnist --sigmas grid.json --solver dpmpp_2m --num 16 --out s.png\n"
             "  noiselevels sample runs/cond --class 3 --guidance 2.0 --out threes.png\n"
+            "  noiselevels sample models/sd15 --prompt 'a photo of a dog' --size 512x512 --steps 25 "
+            "--scheduler diffusers --solver euler --out dogs/\n"
         ),
     )
     p.add_argument(
