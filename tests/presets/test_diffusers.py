@@ -132,6 +132,18 @@ def test_snr_gamma_matches_the_script(prediction_type, snr_gamma):
     assert_close(cfg.weighting(lam), own * factor, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_plain_ddpm_matches_the_script(prediction_type):
+    """train_text_to_image.py without --snr_gamma: randint(0, T) timesteps, the target's plain MSE
+    (F.mse_loss(model_pred, target)), i.e. w_ε = 1 for ε and the v-MSE factor (SNR + 1)/SNR for v."""
+    cfg = preset("diffusers:ddpm", prediction_type=prediction_type)
+    timesteps = np.random.default_rng(1).integers(0, ref.T, N)
+    assert ref.ks(ref.ddpm_lambda(timesteps), _cdf(cfg)) <= 0.01
+    lam = torch.from_numpy(ref.ddpm_lambda(np.arange(ref.T)))
+    want = 1 + torch.exp(-lam) if prediction_type == "v_prediction" else torch.ones_like(lam)
+    assert_close(cfg.weighting(lam), want, rtol=1e-6, atol=0)
+
+
 def test_snr_matches_diffusers_compute_snr():
     training_utils = pytest.importorskip("diffusers.training_utils")
     from diffusers import DDPMScheduler

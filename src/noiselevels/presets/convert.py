@@ -301,7 +301,7 @@ def emit(name: str, params: dict[str, Any]) -> str:
                 flags.append(f"--{k}")
             elif v is not False:
                 flags.append(f"--{k} {_fmt(v) if isinstance(v, float) else v}")
-        return f"# {tool} command-line flags:\n" + " ".join(flags)
+        return f"# {tool} command-line flags:\n" + (" ".join(flags) or "(none: the script's defaults)")
     label = "OneTrainer config JSON" if tool == "onetrainer" else "SimpleTuner config.json"
     return f"# {label} keys:\n" + json.dumps(opts, indent=2)
 

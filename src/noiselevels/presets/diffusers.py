@@ -5,7 +5,7 @@ Options mapped: ``train_dreambooth_lora_sd3.py``'s ``--weighting_scheme`` (``log
 ``sigma_sqrt``, ``cosmap``; with ``--logit_mean``, ``--logit_std``, ``--mode_scale``), the scheduler
 ``shift`` and ``--precondition_outputs``; ``train_dreambooth_lora_flux.py``'s ``--weighting_scheme``
 (also ``none``, its default) on the unshifted table; the SD 1.x / 2.x / XL scripts' ``--snr_gamma`` with
-``prediction_type`` ``epsilon`` / ``v_prediction``. u indexes the *descending* scheduler table, so
+``prediction_type`` ``epsilon`` / ``v_prediction`` (``diffusers:ddpm`` without it). u indexes the *descending* scheduler table, so
 σ = shift(1 − u).
 
 The SD3 script passes its one ``--weighting_scheme`` to both ``compute_density_for_timestep_sampling``
@@ -26,6 +26,7 @@ from noiselevels.presets._common import (
     ToolPresets,
     _ddpm_cfg,
     _ddpm_density,
+    _in_units,
     _prediction_param,
     _sd3_like,
     _sd_schedule,
@@ -121,6 +122,17 @@ def _diffusers_none() -> NoiseConfig:
     script refuses it): uniform u, σ = 1 − u on the unshifted table, weight 1 on the flow loss. It is
     ``diffusers:flux`` with its defaults."""
     return _diffusers_flux(weighting_scheme="none")
+
+
+@_preset("diffusers:ddpm", "the SD scripts without --snr_gamma: uniform timesteps, plain target MSE")
+def _diffusers_ddpm(prediction_type: str = "epsilon") -> NoiseConfig:
+    """diffusers' SD 1.x / 2.x / XL example scripts without ``--snr_gamma``
+    (``examples/text_to_image/train_text_to_image.py``, 58eb52c0, l. 1022–1026): uniform integer timesteps
+    (``torch.randint(0, 1000)``) on the scaled_linear table and the plain MSE of the ``prediction_type``
+    target (ε: w = 1; v: the v-MSE, w_ε = (SNR + 1)/SNR)."""
+    param = _prediction_param(prediction_type)
+    sched = _sd_schedule()
+    return _ddpm_cfg(param, sched, _ddpm_density(sched), _in_units(_w("constant"), param, "vp"))
 
 
 @_preset("diffusers:snr_gamma", "--snr_gamma γ: min(SNR, γ)/SNR (ε) or /(SNR + 1) (v) = min-SNR-γ")

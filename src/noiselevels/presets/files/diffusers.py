@@ -81,4 +81,4 @@ def choose(p: Parsed) -> tuple[str, dict[str, Any], list[str]]:
         params["prediction_type"] = pred
         return name, params, missing
     _, missing = map_params(TABLE, "diffusers:snr_gamma", opts, skip=("prediction_type",))
-    return "kohya:ddpm", {"v_parameterization": True} if pred.startswith("v") else {}, missing
+    return "diffusers:ddpm", {"prediction_type": pred}, missing
