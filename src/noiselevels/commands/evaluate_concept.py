@@ -64,7 +64,8 @@ def format_bands(summary: dict, digits: int = 4) -> str:
 
 def run_concept(args) -> int:
     from noiselevels.runs.checkpoint import write_json_atomic
-    from noiselevels.runs.concept import evaluate_concept, load_subject
+    from noiselevels.runs.concept import evaluate_concept
+    from noiselevels.runs.concept_pipeline import load_subject
     from noiselevels.runs.validation import DEFAULT_GRID
 
     for name in ("samples_per_prompt", "repeats", "retention_images"):

@@ -15,8 +15,9 @@ A *subject* adapts one kind of model to these measurements: :class:`RunSubject` 
 models — ``mnist-base``, an exported base, a run folder — with a ``noiselevels finetune`` adapter; the
 concept's trigger is its label, the retention set is real MNIST images of the other trained classes
 for an MNIST base, else samples of the base) and, for diffusers pipelines,
-``noiselevels.runs.concept_pipeline.PipelineSubject``. A subject has ``process``,
-``parameterization``, ``base`` and ``adapted`` (the model contract ``model(z, λ, **cond)``),
+``noiselevels.runs.concept_pipeline.PipelineSubject`` (``concept_pipeline.load_subject`` picks one).
+A subject has ``process``, ``parameterization``, ``base`` and ``adapted`` (the model contract
+``model(z, λ, **cond)``),
 ``read_images(folder) -> (data, names, captions)``, ``items(read, indices)`` (validation items of what
 ``read_images`` returned), ``pixels(read, indices)`` (their images, for feature metrics),
 ``retention_set(num, seed) -> (items, description)``, ``eval_prompts(prompts)`` and
@@ -40,7 +41,7 @@ from noiselevels.runs.lora import load_adapter
 from noiselevels.runs.retention import retention
 from noiselevels.runs.validation import DEFAULT_GRID, Item, holdout_split, items_from, validation_loss
 
-__all__ = ["RunSubject", "evaluate_concept", "finetune_info", "image_names", "load_subject", "validation_set"]
+__all__ = ["RunSubject", "evaluate_concept", "finetune_info", "image_names", "validation_set"]
 
 
 def image_names(folder: str | os.PathLike) -> list[str]:
@@ -130,16 +131,6 @@ class RunSubject:
         model = self.base if which == "base" else self.adapted
         labels = None if self.label is None else torch.tensor([int(p) for p in prompts])
         return sample(model, self.noise, self.shape, labels=labels, num=len(prompts), steps=steps, seed=seed)
-
-
-def load_subject(model: str | os.PathLike, adapter: str | os.PathLike | None = None):
-    """The subject for ``model`` (a diffusers pipeline folder, or a project base / run folder) with the
-    fine-tune folder ``adapter`` attached (its recorded base when ``model`` is None)."""
-    if model is not None and (Path(os.path.expanduser(str(model))) / "model_index.json").is_file():
-        from noiselevels.runs.concept_pipeline import PipelineSubject
-
-        return PipelineSubject.load(model, adapter)
-    return RunSubject.load(model, adapter)
 
 
 def validation_set(subject, images, validation_images=None, *, adapter=None, fraction: float = 0.2,

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from noiselevels.runs.captions import bucket_step, load_rgb, read_caption_folder, resize_to_bucket
+from noiselevels.runs.concept import RunSubject, finetune_info
 from noiselevels.runs.families import load_pipeline, resolve_pipeline
 from noiselevels.runs.families.generate import generate_images
 from noiselevels.runs.families.lora import apply_adapter, lora_info
@@ -37,7 +38,7 @@ from noiselevels.runs.latent_cache import LatentCache, default_cache_dir, model_
 from noiselevels.runs.retention import without_trigger
 from noiselevels.runs.validation import Item
 
-__all__ = ["PipelineSubject", "latent_multiple"]
+__all__ = ["PipelineSubject", "latent_multiple", "load_subject"]
 
 
 def latent_multiple(lm: Any) -> int:
@@ -88,8 +89,6 @@ class PipelineSubject:
     ) -> PipelineSubject:
         """The pipeline ``spec`` (folder or cached hub id) and, with ``adapter``, a second copy with the
         LoRA; the trigger and resolution default to those the fine-tune recorded."""
-        from noiselevels.runs.concept import finetune_info
-
         folder = resolve_pipeline(spec)
         base = load_pipeline(folder).eval().requires_grad_(False)
         adapted, info = None, {}
@@ -196,3 +195,12 @@ class PipelineSubject:
             out.append(made[p][used[p]])
             used[p] += 1
         return torch.stack(out)
+
+
+def load_subject(model: str | os.PathLike | None, adapter: str | os.PathLike | None = None):
+    """The subject of ``noiselevels.runs.concept.evaluate_concept`` for ``model`` — a diffusers pipeline
+    (:class:`PipelineSubject`) or a project base / run folder (``concept.RunSubject``) — with the fine-tune
+    folder ``adapter`` attached (its recorded base when ``model`` is None)."""
+    if model is not None and (Path(os.path.expanduser(str(model))) / "model_index.json").is_file():
+        return PipelineSubject.load(model, adapter)
+    return RunSubject.load(model, adapter)
