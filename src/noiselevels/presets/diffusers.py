@@ -5,8 +5,8 @@ Options mapped: ``train_dreambooth_lora_sd3.py``'s ``--weighting_scheme`` (``log
 ``sigma_sqrt``, ``cosmap``; with ``--logit_mean``, ``--logit_std``, ``--mode_scale``), the scheduler
 ``shift`` and ``--precondition_outputs``; ``train_dreambooth_lora_flux.py``'s ``--weighting_scheme``
 (also ``none``, its default) on the unshifted table; the SD 1.x / 2.x / XL scripts' ``--snr_gamma`` with
-``prediction_type`` ``epsilon`` / ``v_prediction`` (``diffusers:ddpm`` without it). u indexes the *descending* scheduler table, so
-σ = shift(1 − u).
+``prediction_type`` ``epsilon`` / ``v_prediction`` (``diffusers:ddpm`` without it). u indexes the
+*descending* scheduler table, so σ = shift(1 − u).
 
 The SD3 script passes its one ``--weighting_scheme`` to both ``compute_density_for_timestep_sampling``
 (the density) and ``compute_loss_weighting_for_sd3`` (the weight); each silently falls back (to uniform
