@@ -130,7 +130,9 @@ class StableDiffusion3(_FlowModel):
         return _flow_sigma(logsnr) * float(self.pipe.scheduler.config.num_train_timesteps)
 
     def _predict(self, z: Tensor, logsnr: Tensor, cond: dict[str, Any]) -> Tensor:
-        t = self.timestep(logsnr).to(device=z.device, dtype=z.dtype)
+        # float32 as the pipeline passes the scheduler's timesteps (Flux instead casts σ to the latents'
+        # dtype, pipeline_flux.py ``t.expand(...).to(latents.dtype)``, and so does ``Flux._predict``)
+        t = self.timestep(logsnr).to(device=z.device, dtype=torch.float32)
         return self.network(
             hidden_states=z, timestep=t, encoder_hidden_states=cond["encoder_hidden_states"],
             pooled_projections=cond["pooled_projections"], return_dict=False,

@@ -134,7 +134,9 @@ class StableDiffusion(LatentModel):
         return {"encoder_hidden_states": cond["encoder_hidden_states"]}
 
     def _predict(self, z: Tensor, logsnr: Tensor, cond: dict[str, Any]) -> Tensor:
-        t = self.timestep(logsnr).to(device=z.device, dtype=z.dtype)
+        # float32 whatever the weights' dtype, as the pipeline passes its scheduler's timesteps (the UNet's
+        # sinusoidal embedding is computed in float32; fp16 would round 785.95 to 786)
+        t = self.timestep(logsnr).to(device=z.device, dtype=torch.float32)
         return self.network(z, t, return_dict=False, **self._unet_kwargs(z, cond))[0]
 
     def scheduler_grid(self, steps: int, *, height: int, width: int) -> SchedulerGrid:
