@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from torch import Tensor
 
 from noiselevels.plots._mpl import pyplot
@@ -99,8 +100,6 @@ def plot_validation_curves(
     """Left: each configuration's validation loss over λ (``curves``: name → (λ, mean, std over seeds;
     NaN std = one seed, no band)), log scale, with the base model's (``base``: (λ, loss)) dashed.
     Right: the paired difference to the base (``diffs``, same form), linear scale, 0 marked."""
-    import numpy as np
-
     plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     for i, (name, (x, m, s)) in enumerate(curves.items()):

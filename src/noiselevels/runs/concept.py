@@ -37,6 +37,7 @@ from torch import Tensor
 
 from noiselevels.runs.bases import BaseModel, load_base, sample
 from noiselevels.runs.data import IMAGE_EXTENSIONS, balanced_indices, load_dataset
+from noiselevels.runs.features import FeatureModel, feature_metrics
 from noiselevels.runs.lora import load_adapter
 from noiselevels.runs.retention import retention
 from noiselevels.runs.validation import DEFAULT_GRID, Item, holdout_split, items_from, validation_loss
@@ -211,8 +212,6 @@ def evaluate_concept(
     out["samples"], out["sample_prompts"] = samples, [str(p) for p in prompts]
     out["sampler"] = {"steps": steps, "seed": seed, "samples_per_prompt": samples_per_prompt}
     if features is not None:
-        from noiselevels.runs.features import FeatureModel, feature_metrics
-
         text = [str(p) for p in prompts] if all(isinstance(p, str) for p in prompts) else None
         out["features"] = feature_metrics(FeatureModel(features), samples, prompts=text, reference=ref_images)
     return out

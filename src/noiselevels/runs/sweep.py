@@ -79,6 +79,7 @@ from noiselevels.runs.sweep_pipeline import (
     CONCEPT_EVAL_KEYS,
     encode_pipeline_data,
     execute_pipeline,
+    image_names,
     is_pipeline_base,
     pipeline_finetune_keys,
     run_concept_metrics,
@@ -346,8 +347,6 @@ def _folder_split(concept: Mapping[str, Any], x: torch.Tensor, shape) -> tuple[t
     if concept.get("validation_images"):
         x_val, _, _ = concept_images(images=concept["validation_images"], shape=shape)
         return x, x_val, None
-    from noiselevels.runs.concept import image_names
-
     names = image_names(concept["images"])[: len(x)]
     train, val = holdout_split(len(x), seed=0)
     return x[train], x[val], [names[i] for i in val]

@@ -53,12 +53,21 @@ from typing import Any
 
 from torch import Tensor
 
-from noiselevels.runs.validation import DEFAULT_GRID, holdout_split
+from noiselevels.runs.captions import read_caption_folder
+from noiselevels.runs.concept import RunSubject, evaluate_concept, image_names
+from noiselevels.runs.concept_pipeline import PipelineSubject
+from noiselevels.runs.families import is_pipeline, load_pipeline, resolve_pipeline
+from noiselevels.runs.finetune import resolve_noise
+from noiselevels.runs.finetune_latent import finetune_latent
+from noiselevels.runs.report import noise_arg
+from noiselevels.runs.retention import retention
+from noiselevels.runs.validation import DEFAULT_GRID, holdout_split, validation_loss
 
 __all__ = [
     "CONCEPT_EVAL_KEYS",
     "encode_pipeline_data",
     "execute_pipeline",
+    "image_names",
     "is_pipeline_base",
     "pipeline_data",
     "pipeline_finetune_keys",
@@ -75,15 +84,11 @@ _NOT_SWEPT = ("base", "images", "out_dir", "seed", "cache_dir", "identity", "dty
 
 def is_pipeline_base(base: Any) -> bool:
     """Whether a sweep's base names a diffusers pipeline (``runs.families.is_pipeline``)."""
-    from noiselevels.runs.families import is_pipeline
-
     return is_pipeline(base)
 
 
 def pipeline_finetune_keys() -> tuple[str, ...]:
     """Every ``finetune_latent`` argument a sweep may set (all but the data, seed and output ones)."""
-    from noiselevels.runs.finetune_latent import finetune_latent
-
     return tuple(p for p in inspect.signature(finetune_latent).parameters if p not in _NOT_SWEPT)
 
 
@@ -97,8 +102,6 @@ def _copy_pair(src: Path, dst: Path) -> None:
 def pipeline_data(concept: Mapping[str, Any], out: str | os.PathLike, *, seed: int = 0) -> dict[str, Any]:
     """The training and validation folders of a sweep (module docstring): ``{"train", "validation",
     "holdout", "cache"}``. With ``validation_images`` the training folder is ``images`` itself."""
-    from noiselevels.runs.concept import image_names
-
     out = Path(out)
     images = Path(os.path.expanduser(str(concept["images"])))
     cache = str(out / "cache")
@@ -147,17 +150,10 @@ def _split_samples(res: dict[str, Any]) -> tuple[Tensor | None, dict[str, Any]]:
 
 def execute_pipeline(spec: Mapping[str, Any], run_dir: Path, t0: float) -> tuple[dict[str, Any], Any]:
     """One run of a pipeline sweep (module docstring): (result, samples of the evaluation prompts)."""
-    from noiselevels.runs.concept import evaluate_concept
-    from noiselevels.runs.concept_pipeline import PipelineSubject
-    from noiselevels.runs.families import load_pipeline, resolve_pipeline
-    from noiselevels.runs.finetune_latent import finetune_latent
-
     folder = resolve_pipeline(spec["base"])
     data = pipeline_data(spec["concept"], run_dir.parents[1])
     params = dict(spec["params"])
     if "noise" in params:
-        from noiselevels.runs.report import noise_arg
-
         params["timestep_type"] = noise_arg(params)
         params.pop("noise")
     kw = _eval_kwargs(spec["eval"])
@@ -187,10 +183,6 @@ def run_concept_metrics(base, model, label, *, concept: Mapping[str, Any], real_
     """Validation loss at fixed levels and retention of a project model's fine-tune (module docstring):
     on ``real_new[:num_validation]`` (an MNIST class's held-out images, default 50) or ``x_val`` (the
     folder's held-out split). The evaluation seed is the sweep's, the same for every run."""
-    from noiselevels.runs.concept import RunSubject
-    from noiselevels.runs.retention import retention
-    from noiselevels.runs.validation import validation_loss
-
     subject = RunSubject(base, model, label)
     x = real_new[: int(ev.get("num_validation", 50))] if real_new is not None else x_val
     if x is None or len(x) == 0:
@@ -211,11 +203,6 @@ def validate_pipeline(sweep) -> None:
     """What can fail before a pipeline sweep starts: the pipeline loads (offline), every configuration's
     timestep type resolves against its noise configuration, the image folders hold captioned images, the
     evaluation settings are valid."""
-    from noiselevels.runs.captions import read_caption_folder
-    from noiselevels.runs.families import load_pipeline
-    from noiselevels.runs.finetune import resolve_noise
-    from noiselevels.runs.report import noise_arg
-
     if "images" not in sweep.concept:
         raise ValueError("a pipeline sweep needs [sweep] images = 'DIR' (a folder of captioned images)")
     lm = load_pipeline(sweep.base)
@@ -243,9 +230,6 @@ def encode_pipeline_data(sweep, out: str | os.PathLike) -> dict[str, int]:
     cache ``OUT/cache``: for every distinct (resolution, trigger) of the configurations, the latents of
     both folders and the text embeddings of their captions (the runs then only read them). Returns the
     cache's counts."""
-    from noiselevels.runs.concept_pipeline import PipelineSubject
-    from noiselevels.runs.families import load_pipeline, resolve_pipeline
-
     data = pipeline_data(sweep.concept, out)
     folder = resolve_pipeline(sweep.base)
     lm = load_pipeline(folder).eval().requires_grad_(False)
