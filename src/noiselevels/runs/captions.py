@@ -137,6 +137,20 @@ def load_rgb(path: str | os.PathLike):
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+def _display_size(path: Path) -> tuple[int, int]:
+    """(width, height) as displayed, read from the header without decoding the pixels: EXIF orientations
+    5–8 (a quarter turn) swap the stored width and height."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 def read_caption_folder(folder: str | os.PathLike, *, trigger: str | None = None) -> list[CaptionedImage]:
     """The folder's images with their captions (module docstring), sorted by file name.
 
@@ -159,7 +173,7 @@ def read_caption_folder(folder: str | os.PathLike, *, trigger: str | None = None
                 raw = cap_path.read_text(encoding="utf-8").strip()
             except UnicodeDecodeError:
                 raise ValueError(f"caption file {str(cap_path)!r} is not UTF-8 text") from None
-        size = load_rgb(p).size
+        size = _display_size(p)
         out.append(CaptionedImage(p, apply_trigger(raw, trigger), raw, _sha256(p), size))
     return out
 
