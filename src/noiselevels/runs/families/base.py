@@ -147,6 +147,10 @@ class LatentModel(nn.Module):
             module = getattr(pipe, name, None)
             if module is not None:
                 module.requires_grad_(False)
+        if pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+            # SDXL's VAE overflows in float16; its pipeline upcasts it around every decode
+            # (pipeline_stable_diffusion_xl.py ``needs_upcasting``): keep it in float32 here
+            pipe.vae.to(torch.float32)
         self.noise = self._noise_config()
         self.native_resolution = int(self._default_sample_size() * self.vae_scale_factor)
 
@@ -208,7 +212,8 @@ class LatentModel(nn.Module):
         return next(self.network.parameters()).dtype
 
     def forward(self, z: Tensor, logsnr: Tensor, **cond: Any) -> Tensor:
-        """The prediction of ``noise.parameterization``'s target at λ = ``logsnr`` (B,) for latents z."""
+        """The prediction of ``noise.parameterization``'s target at λ = ``logsnr`` (B,) for latents z
+        (any float dtype: the network runs in its own, the prediction comes back in z's)."""
         unknown = sorted(set(cond) - set(self.cond_keys))
         if unknown:
             raise TypeError(f"{self.family} model got unknown conditioning {unknown}; it takes "
@@ -216,7 +221,10 @@ class LatentModel(nn.Module):
         logsnr = torch.as_tensor(logsnr, device=z.device)
         if logsnr.ndim == 0:
             logsnr = logsnr.expand(z.shape[0])
-        return self._predict(z, logsnr, _rows(cond, z.shape[0]))
+        dtype = self.dtype  # latents and conditioning in the network's dtype, the prediction in z's
+        cond = {k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() and k != "guidance" else v
+                for k, v in _rows(cond, z.shape[0]).items()}  # fmt: skip
+        return self._predict(z.to(dtype), logsnr, cond).to(z.dtype)
 
     @torch.no_grad()
     def encode_images(self, pixels: Tensor) -> Tensor:
