@@ -243,3 +243,18 @@ def test_sd3_without_t5_matches_pipeline(tiny_pipeline):
     grid = model.scheduler_grid(2, height=32, width=32)
     out = solve_latents(model.denoiser(cond, guidance_scale=model.default_guidance), noise, grid.sigmas)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+
+
+def test_half_precision_network_takes_float32_latents(tiny_pipeline):
+    """A float16 pipeline: the network runs in float16, float32 latents and prediction; SDXL-style
+    force_upcast keeps the VAE in float32 (its pipeline upcasts it around decoding)."""
+    model = load_pipeline(tiny_pipeline("sd"), dtype=torch.float16)
+    assert model.dtype == torch.float16 and model.pipe.vae.dtype == torch.float32
+    z = model.encode_images(torch.zeros(2, 3, 32, 32))
+    cond = model.encode_prompts(["a", "b"])
+    pred = model(z, torch.tensor([0.0, 3.0]), **cond)
+    assert z.dtype == pred.dtype == torch.float32 and pred.isfinite().all()
+    with torch.no_grad():
+        t = model.timestep(torch.tensor([0.0, 3.0])).to(torch.float32)
+        ref = model.network(z.half(), t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+    torch.testing.assert_close(pred, ref.float())
