@@ -160,3 +160,29 @@ def test_bad_input_and_local_files_only(tiny_pipeline, tmp_path, monkeypatch):
         apply_adapter(holder, "rel")
     fresh = _Holder(_load(tiny_pipeline("sd")).unet, "sd")
     assert apply_adapter(fresh, "rel") is fresh  # a relative local folder loads
+
+
+def test_diffusers_own_file_with_alpha_metadata(tiny_pipeline, tmp_path):
+    """A LoRA trained and saved by diffusers' own tools (peft add_adapter, save_lora_weights with the
+    adapter metadata, α = 4·r) gives the same outputs through apply_adapter."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = _load(tiny_pipeline("sd"))
+    fresh = copy.deepcopy(pipe.unet)
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=8, target_modules=["to_q", "to_v"]))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for n, p in pipe.unet.named_parameters():
+            if ".lora_" in n:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    kw = _inputs("sd", pipe.unet)
+    theirs = _out(pipe.unet, kw)
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict(),
+    )  # fmt: skip
+    apply_adapter(_Holder(fresh, "sd"), tmp_path)
+    torch.testing.assert_close(_out(fresh, kw), theirs, rtol=1e-4, atol=1e-5)
+    assert (theirs - _out(_load(tiny_pipeline("sd")).unet, kw)).abs().max() > 1e-3

@@ -31,6 +31,9 @@ sd-scripts names SDXL modules by the original (sgm) UNet (``input_blocks_…``) 
 original BFL/MMDiT layers (fused ``qkv``); those files are not written here (a LoRA on separate q, k, v is
 not one on the fused matrix at the same rank).
 
+**Reading** diffusers files written by diffusers' own ``save_lora_weights`` honours their
+``lora_adapter_metadata`` (``lora_alpha``; per-module patterns are refused).
+
 **Loading** (:func:`apply_adapter`): a folder of :func:`save_lora`, a fine-tune run folder holding one
 as ``adapter/``, or a ``.safetensors`` file — local only (never a hub id: a relative path that does not
 exist is an error), safetensors only (a pickled ``.bin`` is refused). Either format is recognised by its
@@ -286,27 +289,53 @@ def read_lora(
     from safetensors.torch import load_file
 
     sd = load_file(str(path))
-    out: dict[str, tuple[Tensor, Tensor]] = {}
     if any(k.endswith(".lora_down.weight") for k in sd):
-        prefix = _kohya_prefix(component)
-        flat = {n.replace(".", "_"): n for n, _ in network.named_modules()}
-        for k, a in sd.items():
-            if not k.endswith(".lora_down.weight"):
-                continue
-            key = k[: -len(".lora_down.weight")]
-            if not key.startswith(prefix) or key[len(prefix):] not in flat:
-                raise ValueError(f"LoRA key {k!r} names no module of this {component} ({prefix}… expected)")
-            b = sd[f"{key}.lora_up.weight"]
-            alpha = float(sd[f"{key}.alpha"]) if f"{key}.alpha" in sd else float(a.shape[0])
-            out[flat[key[len(prefix):]]] = (a, b * (alpha / a.shape[0]))
-    else:
-        for k, a in sd.items():
-            if not k.endswith(".lora_A.weight"):
-                continue
-            if not k.startswith(component + "."):
-                raise ValueError(f"LoRA key {k!r} is not a {component} key ({component}.… expected)")
-            name = k[len(component) + 1 : -len(".lora_A.weight")]
-            out[name] = (a, sd[k.replace(".lora_A.weight", ".lora_B.weight")])
+        return _read_kohya(sd, path, network, component)
+    scale = _diffusers_scale(path, component)
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    for k, a in sd.items():
+        if not k.endswith(".lora_A.weight"):
+            continue
+        if not k.startswith(component + "."):
+            raise ValueError(f"LoRA key {k!r} is not a {component} key ({component}.… expected)")
+        name = k[len(component) + 1 : -len(".lora_A.weight")]
+        out[name] = (a, sd[k.replace(".lora_A.weight", ".lora_B.weight")] * scale(a.shape[0]))
+    if not out:
+        raise ValueError(f"{str(path)!r} holds no LoRA weights (lora_A/lora_B or lora_down/lora_up keys)")
+    return out
+
+
+def _diffusers_scale(path, component: str):
+    """r ↦ α/r of a diffusers file: 1 (diffusers' α = r) unless the file carries diffusers'
+    ``lora_adapter_metadata`` (``save_lora_weights(..., *_lora_adapter_metadata=…)``, keys
+    ``<component>.lora_alpha`` …), whose ``lora_alpha`` is then used; per-module patterns are refused."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        raw = (f.metadata() or {}).get("lora_adapter_metadata")
+    if not raw:
+        return lambda r: 1.0
+    meta = {k[len(component) + 1 :]: v for k, v in json.loads(raw).items() if k.startswith(component + ".")}
+    if meta.get("alpha_pattern") or meta.get("rank_pattern"):
+        raise ValueError(f"{str(path)!r} sets per-module LoRA ranks or alphas; not supported here")
+    alpha = meta.get("lora_alpha")
+    return (lambda r: 1.0) if alpha is None else (lambda r: float(alpha) / r)
+
+
+def _read_kohya(sd, path, network: nn.Module, component: str) -> dict[str, tuple[Tensor, Tensor]]:
+    """{module: (lora_down, lora_up·α/rank)}: names mapped back through the network's own module names."""
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    prefix = _kohya_prefix(component)
+    flat = {n.replace(".", "_"): n for n, _ in network.named_modules()}
+    for k, a in sd.items():
+        if not k.endswith(".lora_down.weight"):
+            continue
+        key = k[: -len(".lora_down.weight")]
+        if not key.startswith(prefix) or key[len(prefix):] not in flat:
+            raise ValueError(f"LoRA key {k!r} names no module of this {component} ({prefix}… expected)")
+        b = sd[f"{key}.lora_up.weight"]
+        alpha = float(sd[f"{key}.alpha"]) if f"{key}.alpha" in sd else float(a.shape[0])
+        out[flat[key[len(prefix):]]] = (a, b * (alpha / a.shape[0]))
     if not out:
         raise ValueError(f"{str(path)!r} holds no LoRA weights (lora_A/lora_B or lora_down/lora_up keys)")
     return out
