@@ -78,4 +78,8 @@ def run(args) -> int:
     )
     for rid, msg in res.failed.items():
         print(f"  failed {rid}: {msg}")
+    if res.interrupted:
+        print(f"{len(res.interrupted)} runs interrupted (redone when the sweep runs again): "
+              + ", ".join(res.interrupted))
+        return 130
     return 1 if res.failed else 0

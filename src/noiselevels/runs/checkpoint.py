@@ -141,6 +141,27 @@ def _contiguous_cpu(d: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in d.items()}
 
 
+def _write_folder(tmp: Path, groups: dict[str, dict[str, Tensor] | None], step: int, state) -> None:
+    """The checkpoint's files in the temporary folder ``tmp``, each fsynced, the manifest last."""
+    from safetensors.torch import save_file
+
+    tmp.mkdir()
+    files: dict[str, dict[str, Any]] = {}
+    for key, tensors in groups.items():
+        if tensors is None:
+            continue
+        path = tmp / f"{key}.safetensors"
+        save_file(_contiguous_cpu(tensors), str(path), metadata={"step": str(step)})
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    full_state = {"step": step, **(state or {})}
+    _write_bytes_synced(tmp / "state.json", json.dumps(full_state, indent=1, sort_keys=True).encode())
+    for p in sorted(tmp.iterdir()):
+        files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    _write_bytes_synced(tmp / "manifest.json", json.dumps({"step": step, "files": files}, indent=1).encode())
+    _fsync_dir(tmp)
+
+
 def save_checkpoint(
     root: str | os.PathLike,
     step: int,
@@ -156,10 +177,9 @@ def save_checkpoint(
 
     ``model``/``ema``/``optimizer``/``extra`` are flat name → tensor dicts (safetensors); ``state`` is
     anything JSON-able. ``keep`` complete checkpoints are kept (older ones are deleted after the new
-    one is in place).
+    one is in place). A write that fails (disk full) removes its half-written folder and raises
+    ``OSError`` naming the last good checkpoint, which is left as it was.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be a non-negative integer; got {step!r}")
     if not isinstance(keep, int) or keep < 1:
@@ -170,22 +190,17 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     name = f"ckpt-{step:08d}"
     tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     groups = {"model": model, "ema": ema, "optimizer": optimizer or {}, "extra": extra or {}}
-    files: dict[str, dict[str, Any]] = {}
-    for key, tensors in groups.items():
-        if tensors is None:
-            continue
-        path = tmp / f"{key}.safetensors"
-        save_file(_contiguous_cpu(tensors), str(path), metadata={"step": str(step)})
-        with open(path, "rb+") as f:
-            os.fsync(f.fileno())
-    full_state = {"step": step, **(state or {})}
-    _write_bytes_synced(tmp / "state.json", json.dumps(full_state, indent=1, sort_keys=True).encode())
-    for p in sorted(tmp.iterdir()):
-        files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-    _write_bytes_synced(tmp / "manifest.json", json.dumps({"step": step, "files": files}, indent=1).encode())
-    _fsync_dir(tmp)
+    try:
+        _write_folder(tmp, groups, step, state)
+    except OSError as e:  # disk full, quota, I/O error: the half-written folder goes, the last one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = list_checkpoints(root)
+        raise OSError(
+            e.errno,
+            f"cannot write checkpoint {root / name} ({e.strerror or e}); the last good checkpoint "
+            f"{kept[-1] if kept else 'none'} is kept",
+        ) from None
     final = root / name
     if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a periodic save)
         old = root / f".tmp-old-{name}-{uuid.uuid4().hex[:8]}"

@@ -50,7 +50,9 @@ class FeatureModel:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         try:
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+            self.model = AutoModel.from_pretrained(
+                str(folder), local_files_only=True, use_safetensors=True
+            ).to(device).eval()
             self.processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -75,6 +75,16 @@ from noiselevels.runs.checkpoint import write_json_atomic
 from noiselevels.runs.config import build_adaptive
 from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetune, resolve_noise
 from noiselevels.runs.report import noise_arg, write_report
+from noiselevels.runs.sweep_guard import (
+    PARENT_ENV,
+    SweepLock,
+    check_eval_params,
+    check_run_params,
+    die_with_parent,
+    interrupt_on_sigterm,
+    require_ray,
+    signal_name,
+)
 from noiselevels.runs.sweep_pipeline import (
     CONCEPT_EVAL_KEYS,
     encode_pipeline_data,
@@ -251,6 +261,9 @@ def validate(sweep: Sweep) -> None:
     if is_pipeline_base(sweep.base):
         validate_pipeline(sweep)
         return
+    check_eval_params(sweep.eval)  # every run's arguments, before anything loads or runs
+    for name, params in sweep.configs.items():
+        check_run_params(name, params)
     base = load_base(sweep.base)
     for name, params in sweep.configs.items():
         try:
@@ -359,6 +372,7 @@ def _save_samples(samples: torch.Tensor, path: Path) -> None:
 
 
 def _worker_main(argv: list[str]) -> int:
+    die_with_parent()  # a sweep killed with -9 takes its workers with it
     run_dir, threads = argv[0], int(argv[1])
     try:
         run_one(run_dir, threads=threads)
@@ -380,6 +394,7 @@ class SweepResult:
     finished: list[str]
     failed: dict[str, str]
     seconds: float
+    interrupted: list[str] = dataclasses.field(default_factory=list)  # ended by a signal: redone next time
 
 
 def _prepare(sweep: Sweep, out: Path) -> list[tuple[str, Path]]:
@@ -433,8 +448,17 @@ def run_sweep(
     workers = workers if workers is not None else (sweep.workers or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    if backend == "ray":
+        require_ray()  # before anything is written into OUT
     validate(sweep)
     out = Path(out_dir)
+    with SweepLock(out), interrupt_on_sigterm():
+        return _sweep(sweep, out, workers=workers, backend=backend, address=address,
+                      cpus_per_trial=cpus_per_trial, report=report, progress=progress)  # fmt: skip
+
+
+def _sweep(sweep: Sweep, out: Path, *, workers, backend, address, cpus_per_trial, report, progress):
+    """:func:`run_sweep` holding the folder's lock: prepare the run folders, run the unfinished ones."""
     runs = _prepare(sweep, out)
     todo = [(rid, d) for rid, d in runs if not (d / "result.json").is_file()]
     skipped = [rid for rid, d in runs if (d / "result.json").is_file()]
@@ -443,29 +467,35 @@ def run_sweep(
         print(f"sweep {sweep.name}: {len(runs)} runs, {len(skipped)} already done, {len(todo)} to run")
     if todo and is_pipeline_base(sweep.base):
         encode_pipeline_data(sweep, out)  # the data's latents and text embeddings, once for all runs
+    interrupted: list[str] = []
     if backend == "local":
-        failed = _run_local(todo, workers, progress=progress)
+        failed, interrupted = _run_local(todo, workers, progress=progress)
     else:
         failed = _run_ray(todo, out, address=address, cpus_per_trial=cpus_per_trial or 1)
     finished = [rid for rid, d in todo if (d / "result.json").is_file()]
     for rid, _d in todo:
-        if rid not in finished and rid not in failed:
+        if rid not in finished and rid not in failed and rid not in interrupted:
             failed[rid] = "no result written"
-    res = SweepResult(out, skipped, finished, failed, time.perf_counter() - t0)
+    res = SweepResult(out, skipped, finished, failed, time.perf_counter() - t0, interrupted)
     if report:
         write_report(out)
     return res
 
 
-def _run_local(todo: list[tuple[str, Path]], workers: int, *, progress: bool) -> dict[str, str]:
-    """Run each run in its own subprocess, ``workers`` at a time, threads = cores // workers."""
+def _run_local(
+    todo: list[tuple[str, Path]], workers: int, *, progress: bool
+) -> tuple[dict[str, str], list[str]]:
+    """Run each run in its own subprocess, ``workers`` at a time, threads = cores // workers; returns
+    the failed runs (id → message) and the interrupted ones (their worker ended by a signal)."""
     threads = max(1, _cores() // workers)
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[k] = str(threads)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env[PARENT_ENV] = str(os.getpid())
     failed: dict[str, str] = {}
+    interrupted: list[str] = []
     procs: dict[str, subprocess.Popen] = {}
 
     def one(item: tuple[str, Path]) -> None:
@@ -477,7 +507,11 @@ def _run_local(todo: list[tuple[str, Path]], workers: int, *, progress: bool) ->
             )  # fmt: skip
             procs[rid] = p
             rc = p.wait()
-        if rc != 0:
+        if signal_name(rc) is not None:  # SIGTERM / SIGINT / SIGKILL: interrupted, not failed
+            interrupted.append(rid)
+            if progress:
+                print(f"  interrupted {rid} ({signal_name(rc)}); the next sweep redoes it", flush=True)
+        elif rc != 0:
             err = d / "error.json"
             msg = json.loads(err.read_text())["error"] if err.is_file() else f"worker exited with status {rc}"
             failed[rid] = msg
@@ -496,7 +530,7 @@ def _run_local(todo: list[tuple[str, Path]], workers: int, *, progress: bool) ->
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return failed
+    return failed, interrupted
 
 
 def _run_ray(todo: list[tuple[str, Path]], out: Path, *, address: str | None, cpus_per_trial: int) -> dict:
