@@ -211,6 +211,16 @@ class LatentModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
 
+    def to(self, *args: Any, **kwargs: Any) -> LatentModel:
+        """``nn.Module.to`` for the network; the VAE and text encoders (not sub-modules, so that
+        ``parameters()`` are the network's) follow it to its device and keep their dtypes."""
+        super().to(*args, **kwargs)
+        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            module = getattr(self.pipe, name, None)
+            if module is not None:
+                module.to(self.device)
+        return self
+
     def forward(self, z: Tensor, logsnr: Tensor, **cond: Any) -> Tensor:
         """The prediction of ``noise.parameterization``'s target at λ = ``logsnr`` (B,) for latents z
         (any float dtype: the network runs in its own, the prediction comes back in z's)."""
