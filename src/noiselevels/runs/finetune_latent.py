@@ -34,10 +34,11 @@ gradient scaler); on a CPU both are accepted and recorded but not applied (``fin
 **Outputs** in ``out_dir``: ``adapter/`` (``noiselevels.runs.families.lora.save_lora``:
 ``pytorch_lora_weights.safetensors`` for diffusers' ``load_lora_weights``, or ``lora_kohya.safetensors``;
 ``lora.json``), ``finetune.json`` (base, family, data, buckets, noise, hyper-parameters, cache counts,
-times), ``log.jsonl``, ``loss_profile.json``, and while training ``checkpoint.safetensors`` +
-``checkpoint.json`` (adapter, optimizer, EMA, generator, step; written atomically every
-``checkpoint_every`` steps): a run started again with the same ``out_dir`` and ``resume=True`` continues
-from it and ends with the same adapter as an uninterrupted run. The checkpoint is removed at the end.
+times), ``log.jsonl``, ``loss_profile.json``, and while training ``checkpoint/`` (a
+``noiselevels.runs.checkpoint`` folder: adapter, optimizer, EMA, generator, loss profile, log, step and the
+configuration; written atomically every ``checkpoint_every`` steps): a run started again with the same
+``out_dir`` and configuration (``resume=True``) continues from it and ends with the same adapter as an
+uninterrupted run; another configuration is refused. The checkpoint is removed at the end.
 """
 
 from __future__ import annotations
@@ -259,12 +260,13 @@ class _State:
     log: list[dict[str, Any]]
     interval: LogInterval
     step: int = 0
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a resumed run must match
 
     def save(self, root: Path) -> None:
         opt_t, opt_meta = optimizer_state_to_flat(self.opt.state_dict())
         extra = {"generator": self.generator.get_state()}
         state = {"optimizer": opt_meta, "profile": self.profile.state_dict(), "log": self.log,
-                 "interval": self.interval.to_dict()}  # fmt: skip
+                 "interval": self.interval.to_dict(), "config": self.config}  # fmt: skip
         if self.sampler is not None:
             s = self.sampler.state_dict()
             extra.update({f"sampler.{k}": v.detach().cpu() for k, v in s.items() if isinstance(v, Tensor)})
@@ -286,6 +288,14 @@ class _State:
         if path is None:
             return False
         ck = load_checkpoint(path)
+        old = ck.state.get("config", {})
+        diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+        if diff:
+            k = diff[0]
+            raise ValueError(
+                f"{root} was written by another configuration ({k} {old.get(k)!r}, now "
+                f"{self.config.get(k)!r}): remove it, or use another --out"
+            )
         with torch.no_grad():
             for i, p in enumerate(self.params):
                 p.copy_(ck.model[str(i)])
@@ -305,6 +315,11 @@ class _State:
 # ----------------------------------------------------------------------------------------------
 # the fine-tune
 # ----------------------------------------------------------------------------------------------
+def _json(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples → lists, NaN → None, other objects → str)."""
+    return json.loads(json.dumps(nan_to_none(obj), default=str))
+
+
 def _prepare(lm, folder, items, *, resolution, cache_dir, identity) -> tuple[LatentData, int, int]:
     """Bucket and encode (through the cache) the captioned images: (data, resolution, step)."""
     res = int(lm.native_resolution if resolution is None else resolution)
@@ -317,6 +332,21 @@ def _prepare(lm, folder, items, *, resolution, cache_dir, identity) -> tuple[Lat
     data = prepare_latent_data(lm, items, resolution=res, step=step, cache=cache, dtype=lm.dtype,
                                device=lm.device)  # fmt: skip
     return data, res, step
+
+
+def _adapt(lm, targets, lora_format, *, rank, alpha, seed, gradient_checkpointing):
+    """Inject the LoRA (targets: given, or the family's default for the format), check the format can
+    hold it, keep the adapter in float32; (params, targets, note on the targets)."""
+    tg, tg_note = _default_targets(lm, targets, lora_format)
+    torch.manual_seed(seed)
+    params = add_lora(lm, rank=rank, alpha=alpha, targets=tg, strict=targets is not None)
+    check_format(lm, lora_format)
+    with torch.no_grad():  # float32 adapters over a bf16/fp16 base (diffusers' cast_training_params)
+        for p in params:
+            p.data = p.data.float()
+    if gradient_checkpointing:
+        lm.network.enable_gradient_checkpointing()
+    return params, tg, tg_note
 
 
 def _objectives(lm, data: LatentData, timestep_type, adaptive):
@@ -428,15 +458,8 @@ def finetune_latent(
     items = read_caption_folder(images, trigger=trigger)
     lm, folder = _load(base, dtype, device)
     resolve_noise(timestep_type, lm.noise)  # bad input fails before any encoding or training
-    tg, tg_note = _default_targets(lm, targets, lora_format)
-    torch.manual_seed(seed)
-    params = add_lora(lm, rank=rank, alpha=alpha, targets=tg, strict=targets is not None)
-    check_format(lm, lora_format)
-    with torch.no_grad():  # adapters train in float32 over a bf16/fp16 base (diffusers' cast_training_params)
-        for p in params:
-            p.data = p.data.float()
-    if gradient_checkpointing:
-        lm.network.enable_gradient_checkpointing()
+    params, tg, tg_note = _adapt(lm, targets, lora_format, rank=rank, alpha=alpha, seed=seed,
+                                 gradient_checkpointing=gradient_checkpointing)  # fmt: skip
     data, res, bstep = _prepare(lm, folder, items, resolution=resolution, cache_dir=cache_dir,
                                 identity=identity)  # fmt: skip
     noise, objectives, ad_sampler = _objectives(lm, data, timestep_type, adaptive)
@@ -447,6 +470,11 @@ def finetune_latent(
                                               profile=profile)  # fmt: skip
     out = None if out_dir is None else Path(os.path.expanduser(str(out_dir)))
     ckpt_root = None if out is None else out / "checkpoint"
+    st.config = _json({"base": str(folder if folder is not None else base), "images": str(images),
+                       "trigger": trigger, "timestep_type": timestep_type, "resolution": resolution,
+                       "rank": rank, "alpha": alpha, "targets": tg, "lr": lr, "batch_size": batch_size,
+                       "warmup": warmup, "seed": seed, "ema": ema, "caption_dropout": caption_dropout,
+                       "adaptive": adaptive})  # fmt: skip
     resumed = bool(ckpt_root is not None and resume and st.load(ckpt_root))
     batches = _Sampler(data, batch_size, float(caption_dropout), st.generator, "time_ids" in lm.cond_keys)
     t0 = time.perf_counter()

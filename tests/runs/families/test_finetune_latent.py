@@ -121,6 +121,8 @@ def test_resume_equals_uninterrupted(tiny_pipeline, caption_dir, tmp_path, monke
         finetune_latent(folder, caption_dir, out_dir=tmp_path / "cut", **kw)
     monkeypatch.undo()
     assert (tmp_path / "cut" / "checkpoint").is_dir() and not (tmp_path / "cut" / "adapter").exists()
+    with pytest.raises(ValueError, match=r"another configuration \(rank 2, now 3\)"):
+        finetune_latent(folder, caption_dir, out_dir=tmp_path / "cut", **{**kw, "rank": 3})
     res = finetune_latent(folder, caption_dir, out_dir=tmp_path / "cut", **kw)
     assert res.info["resumed"] is True and not (tmp_path / "cut" / "checkpoint").exists()
     a = load_file(str(tmp_path / "full" / "adapter" / "pytorch_lora_weights.safetensors"))
