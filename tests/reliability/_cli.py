@@ -5,8 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from pathlib import Path
+
+import torch
 
 from noiselevels.cli import main
+from noiselevels.runs.bases import save_base
+from noiselevels.runs.models import UNet
 
 # A tiny training configuration (digits 8×8, a 2-level UNet): a step takes milliseconds.
 TINY = """
@@ -57,3 +62,16 @@ def run_cli(argv: list[str]) -> Result:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     return Result(int(code), out.getvalue(), err.getvalue())
+
+
+def make_tiny_base(path: Path) -> Path:
+    """A small class-conditional UNet on 8×8 MNIST without 7 (random weights, as tests/runs uses)."""
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, channels=(8, 16), emb_dim=16, fourier_features=2, num_classes=10)
+    with torch.no_grad():
+        model.conv_out.weight.normal_(0, 0.1)
+    config = {"noise": {"preset": "ai-toolkit:sigmoid"},
+              "data": {"name": "mnist", "size": 8, "classes": [0, 1, 2, 3, 4, 5, 6, 8, 9], "batch_size": 8},
+              "model": model.config.to_dict(), "train": {"steps": 1}}  # fmt: skip
+    data = {"name": "mnist", "shape": [1, 8, 8], "num_classes": 10, "split": "train"}
+    return save_base(model, config=config, data=data, path=path)

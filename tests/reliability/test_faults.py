@@ -21,13 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from noiselevels.runs.bases import save_base
 from noiselevels.runs.checkpoint import load_checkpoint
 from noiselevels.runs.config import load_train_config
-from noiselevels.runs.models import UNet
 from noiselevels.runs.sweep import load_sweep, run_sweep
 from noiselevels.runs.train import train
-from tests.reliability._cli import TINY, run_cli
+from tests.reliability._cli import TINY, make_tiny_base, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,19 +145,6 @@ features = "pixels"
 [grid]
 timestep_type = ["linear", "shift"]
 """
-
-
-def make_tiny_base(path: Path) -> Path:
-    """A small class-conditional UNet on 8×8 MNIST without 7 (random weights, as tests/runs uses)."""
-    torch.manual_seed(0)
-    model = UNet(in_channels=1, channels=(8, 16), emb_dim=16, fourier_features=2, num_classes=10)
-    with torch.no_grad():
-        model.conv_out.weight.normal_(0, 0.1)
-    config = {"noise": {"preset": "ai-toolkit:sigmoid"},
-              "data": {"name": "mnist", "size": 8, "classes": [0, 1, 2, 3, 4, 5, 6, 8, 9], "batch_size": 8},
-              "model": model.config.to_dict(), "train": {"steps": 1}}  # fmt: skip
-    data = {"name": "mnist", "shape": [1, 8, 8], "num_classes": 10, "split": "train"}
-    return save_base(model, config=config, data=data, path=path)
 
 
 def _workers_of(out: Path) -> list[int]:

@@ -231,3 +231,79 @@ def test_spectral_plot_and_json_name_what_they_wrote(tmp_path):
     records = json.loads((tmp_path / "b.json").read_text())["images"]
     assert [rec["file"] for rec in records] == [str(folder / f"im{i}.png") for i in range(3)]
     run_cli(["spectral", str(folder), "--plot", str(tmp_path)]).one_line_error("--plot", "is a folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps: every run validated before any starts, Ray checked before OUT is written, interrupts
+# ---------------------------------------------------------------------------------------------
+SWEEP = """
+[sweep]
+base = "{base}"
+class = 7
+num_images = 10
+[finetune]
+steps = 2
+batch_size = 4
+rank = 2
+[eval]
+num_new = 4
+num_other = 4
+steps = 2
+features = "pixels"
+[grid]
+timestep_type = ["linear", "shift"]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from tests.reliability._cli import make_tiny_base
+
+    return make_tiny_base(tmp_path_factory.mktemp("base") / "tiny.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [(("steps = 2", "steps = 0"), "steps must be an integer >= 1; got 0"),
+     (("rank = 2", 'rank = "four"'), "rank must be an integer >= 1; got 'four'"),
+     (('features = "pixels"', 'features = "bogus"'), "[eval] features must be"),
+     (("[grid]", "[configs.x]\nnoise = 3\n[grid]"), "configuration 'x': noise must be a table; got 3")],
+)  # fmt: skip
+def test_every_sweep_run_is_validated_before_any_starts(tiny_base, tmp_path, edit, needle):
+    (tmp_path / "s.toml").write_text(SWEEP.format(base=tiny_base).replace(*edit, 1))
+    run_cli(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]).one_line_error(needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_backend_ray_without_ray_leaves_nothing(tiny_base, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    (tmp_path / "s.toml").write_text(SWEEP.format(base=tiny_base))
+    argv = ["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--backend", "ray"]
+    run_cli(argv).one_line_error("--backend ray needs Ray Tune")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_ended_by_a_signal_is_interrupted_not_failed(tmp_path, monkeypatch, capsys):
+    import noiselevels.runs.sweep as sw
+    from noiselevels.runs.sweep_guard import signal_name
+
+    assert signal_name(-15) == "SIGTERM" and signal_name(-9) == "SIGKILL" and signal_name(1) is None
+
+    class Killed:
+        def __init__(self, *a, **k):
+            pass
+
+        def wait(self):
+            return -15
+
+        def poll(self):
+            return -15
+
+    monkeypatch.setattr(sw.subprocess, "Popen", Killed)
+    (tmp_path / "r").mkdir()
+    failed, interrupted = sw._run_local([("r", tmp_path / "r")], 1, progress=True)
+    assert failed == {} and interrupted == ["r"]
+    out = capsys.readouterr().out
+    assert "interrupted r (SIGTERM)" in out and "failed" not in out
