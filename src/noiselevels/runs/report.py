@@ -256,7 +256,9 @@ def _markdown(data: Mapping[str, Any], rows: list[dict[str, Any]], figs: list[tu
     ]
     if base:
         cells = [
-            "0" if k == "retention" else _pm(_or_nan(metric(base, k)), digits=METRICS[k][2]) for k in cols
+            "0" if k == "retention" else "–" if k == "train_seconds"
+            else _pm(_or_nan(metric(base, k)), digits=METRICS[k][2])
+            for k in cols
         ]
         lines.append("| base model (no fine-tune) | – | " + " | ".join(cells) + " |")
     for r in rows:
