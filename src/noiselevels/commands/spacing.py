@@ -113,41 +113,11 @@ def _add_grid_arguments(
 
 
 def _add_optimize_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``spacing optimize`` beyond --steps/--sigma-min/--sigma-max/--format."""
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--problem",
-        metavar="NAME",
-        help="an exact problem of noiselevels.sampling.toy: gaussian, mixture_2d, mixture_64d, mnist",
-    )
-    src.add_argument("--run", metavar="DIR", help="a run folder written by `noiselevels train`")
-    p.add_argument("--solver", default="heun", metavar="S", help="solver name (default: heun)")
-    p.add_argument(
-        "--init",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="spacing(s) to start from, the best is used (repeatable; default: karras, exponential, "
-        "kl_optimal, vp)",
-    )
-    p.add_argument(
-        "--num-samples", type=int, default=256, metavar="B", help="batch of the criterion (default: 256)"
-    )
-    p.add_argument(
-        "--iters", type=int, default=40, metavar="K", help="maximum sweeps of the search (default: 40)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    p.add_argument(
-        "--criterion",
-        choices=("auto", "solve_error", "klub"),
-        default="auto",
-        help="solve_error (deterministic solvers) or the AYS KL bound (stochastic); default: auto",
-    )
-    p.add_argument(
-        "--fix-last",
-        action="store_true",
-        help="keep the last nonzero level at sigma-min (default: it is optimised within [sigma-min, ...))",
-    )
+    """Arguments of ``spacing optimize`` beyond --steps/--sigma-min/--sigma-max/--format
+    (``noiselevels.commands.spacing_optimize``)."""
+    from noiselevels.commands.spacing_optimize import add_optimize_arguments
+
+    add_optimize_arguments(p)
 
 
 def _no_action(args) -> int:
@@ -191,70 +161,25 @@ def _run_show(args) -> int:
 
 
 def _run_optimize(args) -> int:
-    """``spacing optimize``: ``noiselevels.sampling.optimize.optimize_spacing`` on an exact problem or a
-    trained run; the grid goes to stdout in ``--format``, the criterion before/after to stderr."""
-    import torch
-
-    from noiselevels.sampling.optimize import DEFAULT_INITS, optimize_spacing
+    """``spacing optimize`` (``noiselevels.commands.spacing_optimize``): the grid to stdout in
+    ``--format`` (JSON: with the chosen solver and the criterion), the criterion before/after to stderr."""
+    from noiselevels.commands.spacing_optimize import json_with_result, optimize_for_args
     from noiselevels.sampling.spacings import spacing
 
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1; got {args.num_samples}")
-    check_grid_size(args.steps)
     sigma_min = OPTIMIZE_SIGMA_RANGE[0] if args.sigma_min is None else args.sigma_min
     sigma_max = OPTIMIZE_SIGMA_RANGE[1] if args.sigma_max is None else args.sigma_max
-    trained = None
-    x0, shape, reference, dtype = None, None, None, torch.float64
-    if args.problem is not None:
-        from noiselevels.sampling.toy import problem
-
-        prob = problem(args.problem)
-        denoiser, shape, source = prob.denoiser, prob.shape, f"problem {args.problem}"
-        reference = prob.reference_solve if args.problem == "gaussian" else None
-        x0 = prob.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
-    else:
-        from noiselevels.runs.run import load_run
-
-        run = load_run(args.run)
-        if run.conditional:
-            raise ValueError(f"{args.run}: class-conditional runs are not supported by spacing optimize yet")
-        denoiser, source, dtype = run.denoiser(), f"run {args.run}", torch.float32
-        trained = run.trained_sigma_range()
-        from noiselevels.runs.data import balanced_indices
-
-        train = run.config.data.load("train")  # class-ordered on disk: take a class-balanced subset
-        pick = balanced_indices(train, min(args.num_samples, len(train)), seed=args.seed + 1)
-        x0 = train.data[pick].to(dtype)
-    result = optimize_spacing(
-        denoiser,
-        steps=args.steps,
-        solver=args.solver,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        x0=x0,
-        shape=shape,
-        generator=torch.Generator().manual_seed(args.seed),
-        init=tuple(args.init) if args.init else DEFAULT_INITS,
-        num_samples=args.num_samples,
-        iters=args.iters,
-        criterion=args.criterion,
-        reference=reference,
-        optimize_last=not args.fix_last,
-        dtype=dtype,
-        return_info=True,
-    )
-    print(
-        f"# {result.criterion}: {result.error_before:.6g} -> {result.error_after:.6g} "
-        f"({result.improvement:.2f}x) in {result.evaluations} evaluations, {result.seconds:.1f} s",
-        file=sys.stderr,
-    )
-    if args.format == "diffusers" and trained is not None:
-        warning = range_warning(result.sigmas, trained)
+    result, about = optimize_for_args(args, sigma_min, sigma_max)
+    print(f"# {result.criterion} ({result.method} search, solver {result.solver}): "
+          f"{result.error_before:.6g} -> {result.error_after:.6g} ({result.improvement:.2f}x) in "
+          f"{result.evaluations} evaluations, {result.seconds:.1f} s", file=sys.stderr)
+    if args.format == "diffusers" and about["trained"] is not None:
+        warning = range_warning(result.sigmas, about["trained"])
         if warning:
             print(warning, file=sys.stderr)
-    title = f"optimized for {source}, solver {result.solver}"
+    title = f"optimized for {about['source']}, solver {result.solver}"
     component = spacing("custom", sigmas=result.sigmas.tolist()).to_dict()
-    print(format_grid(result.sigmas, fmt=args.format, title=title, component=component), end="")
+    text = format_grid(result.sigmas, fmt=args.format, title=title, component=component)
+    print(json_with_result(text, result, about) if args.format == "json" else text, end="")
     return 0
 
 

@@ -36,6 +36,19 @@ change (×1, else ×½) to follow valleys that run across coordinates. The searc
 denoiser works, ``torch.no_grad`` models too) and costs about 2·(N − 1) solves per sweep (10·(N − 1) in
 the first). ``init`` may name several spacings; the search starts from the best of them.
 
+**Gradient search** (``method="gradient"``, the default where the solve error carries a gradient, i.e.
+for a deterministic solver and a denoiser that is not run under ``torch.no_grad`` internally): Adam
+through the differentiable solve (``noiselevels.sampling.optimize_grad``), then a reallocation pass that
+moves levels spent on nearly the same σ to the widest step. ``method="pattern"`` (and every "klub"
+search) is the coordinate search above.
+
+**Starting grids and solvers.** ``DEFAULT_INITS`` holds the formula grids, Align Your Steps and diffusers'
+three DDPM-table rules (``diffusers_linspace`` / ``_leading`` / ``_trailing``: ``uniform_t`` on the default
+linear-β table), clipped to [σ_min, σ_max] (with a free last level an init keeps its own last level).
+With ``solver="auto"`` every solver of ``AUTO_SOLVERS`` is scored on the two best starting grids of the
+first, the two best (solver, grid) pairs are optimised and the better result is returned
+(``SpacingResult.solver``, ``.screened``).
+
 With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
 the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and on a grid pinned at
 σ_min = 0.002 that step is nearly wasted.
@@ -44,7 +57,6 @@ the final step of every solver is the jump x ← D(x, σ_{N−1}) to σ = 0, and
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -53,29 +65,36 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from noiselevels.sampling.optimize_grad import differentiable_solve, gradient_search, reallocate_levels
+from noiselevels.sampling.optimize_pattern import _Search
 from noiselevels.sampling.solvers import SOLVERS, Solver, solve
 from noiselevels.sampling.spacings import spacing
 from noiselevels.sampling.toy import ode_solve
+from noiselevels.schedules.ddpm import DDPM
 
-__all__ = ["DEFAULT_INITS", "SpacingResult", "optimize_spacing", "solve_error"]
+__all__ = ["AUTO_SOLVERS", "DEFAULT_INITS", "SpacingResult", "optimize_spacing", "solve_error"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 _CRITERIA = ("auto", "solve_error", "klub")
-#: the spacings the search starts from by default (the best of them on the criterion)
-DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp")
-# the first sweep scans each level at these fractions of the way to either neighbour
-_SCAN = (0.1, 0.25, 0.5, 0.75, 0.9)
-# stop when `patience` sweeps in a row lowered the criterion by less than this (relative) in all
-_STALL_GAIN = 1e-3
+_METHODS = ("auto", "gradient", "pattern")
+#: the spacings the search starts from by default (the best of them on the criterion): the formula
+#: grids, Align Your Steps, and diffusers' default DDPM-table rules (``uniform_t`` on the linear β table)
+DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp", "ays", "diffusers_linspace",
+                 "diffusers_leading", "diffusers_trailing")
+#: the solvers ``solver="auto"`` chooses from: deterministic, one evaluation per step (NFE = steps)
+AUTO_SOLVERS = ("uni_pc", "uni_pc_bh2", "dpmpp_3m", "dpmpp_2m", "ipndm_v", "deis", "ipndm", "euler")
 
 
 @dataclasses.dataclass(frozen=True)
 class SpacingResult:
     """What ``optimize_spacing(..., return_info=True)`` returns.
 
-    sigmas / init_sigmas: float64 (steps + 1,) grids (trailing 0); error_before / error_after: the
-    criterion at the initial and final grid (on the optimisation batch); history: the criterion after
-    each sweep; evaluations: number of criterion evaluations; seconds: wall time.
+    sigmas / init_sigmas: float64 (steps + 1,) grids (trailing 0); solver: the solver's name (the one
+    chosen for ``solver="auto"``; ``solver_options`` its ``to_dict()``); error_before / error_after: the
+    criterion at the initial and final grid (on the optimisation batch); history: the best criterion
+    after each sweep / iteration; evaluations: number of criterion evaluations (a gradient iteration
+    counts one); seconds: wall time; method: ``"gradient"`` or ``"pattern"``; screened: (solver,
+    criterion at its best starting grid) for every solver screened, best first.
     """
 
     sigmas: Tensor
@@ -87,6 +106,9 @@ class SpacingResult:
     history: tuple[float, ...]
     evaluations: int
     seconds: float
+    method: str = "pattern"
+    screened: tuple[tuple[str, float], ...] = ()
+    solver_options: dict | None = None
 
     @property
     def improvement(self) -> float:
@@ -111,9 +133,33 @@ def _check_range(sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
     return float(sigma_min), float(sigma_max)
 
 
-def _initial_grid(init: Any, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+def _named_grid(name: str, steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """The grid of a spacing name (or ``diffusers_<rule>``: diffusers' default DDPM table, linear β,
+    with that timestep rule); a table spacing keeps its own range, clipped to [σ_min, σ_max] below."""
+    if name.startswith("diffusers_"):
+        return spacing("uniform_t", schedule=DDPM(), rule=name.removeprefix("diffusers_")).sigmas(steps)
+    sp = spacing(name)
+    try:
+        return sp.sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max)
+    except ValueError as e:
+        if "do not pass" not in str(e):
+            raise
+        return sp.sigmas(steps)
+
+
+def _initial_grid(
+    init: Any, steps: int, sigma_min: float, sigma_max: float, keep_last: bool = False
+) -> Tensor:
+    """The starting grid: σ_max first, 0 last, levels clipped to [σ_min, σ_max]; the last nonzero level
+    is set to σ_min unless ``keep_last`` (a free last level keeps the init's own, e.g. diffusers' 0.43
+    at 8 trailing steps) — or when clipping would make the grid not strictly decreasing."""
     if isinstance(init, str):
-        grid = spacing(init).sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max)
+        grid = _named_grid(init, steps, sigma_min, sigma_max).to(torch.float64).clamp(sigma_min, sigma_max)
+        if keep_last:
+            clipped = grid.clone()
+            clipped[0], clipped[-1] = sigma_max, 0.0
+            if (clipped[1:] < clipped[:-1]).all():
+                return clipped
     else:
         grid = torch.as_tensor(init, dtype=torch.float64).clone()
         if grid.shape != (steps + 1,):
@@ -205,8 +251,10 @@ def optimize_spacing(
     min_log_step: float | None = None,
     tol: float = 1e-3,
     criterion: str = "auto",
+    method: str = "auto",
     reference: Callable[..., Tensor] | None = None,
     reference_rtol: float | None = None,
+    reference_steps: int | None = None,
     dtype: torch.dtype = torch.float64,
     return_info: bool = False,
     callback: Callable[[int, float, Tensor], None] | None = None,
@@ -216,30 +264,23 @@ def optimize_spacing(
     Args:
         denoiser: D(x, σ) → x̂₀ (k-diffusion contract; ``as_denoiser`` wraps a trained model).
         steps: N ≥ 1 (N ≤ 2 leaves nothing to optimise: the grid is (σ_max, [σ_min,] 0)).
-        solver: a solver name or instance; deterministic ones use ``"solve_error"``, stochastic ones
-            ``"klub"`` (``criterion="auto"``).
-        sigma_min, sigma_max: the fixed end levels, 0 < σ_min < σ_max.
-        x0: examples of the data, (B, ...): gives the shape (and the device) of the samples; required
-            for ``"klub"`` (the bound is taken over forward-noised data), at most ``num_samples`` used.
-        shape: the shape of one sample, when ``x0`` is not given.
+        solver: a solver name or instance, or ``"auto"`` (joint choice among ``AUTO_SOLVERS``).
+        sigma_min, sigma_max: the end levels, 0 < σ_min < σ_max (σ_min: the lowest level allowed when
+            ``optimize_last``, else the last nonzero level; "klub" keeps it fixed).
+        x0: examples of the data (B, ...), needed by "klub"; else ``shape``, the shape of one sample.
         generator: the source of every random draw (deterministic result for a seeded generator).
-        init: the starting grid: a spacing name (``karras``, ``exponential``, ...), a grid of N + 1
-            values, or a list of names (start from the best of them; default ``DEFAULT_INITS``).
+        init: a spacing name (``karras``, ``ays``, ``diffusers_trailing``, ...), a grid of N + 1 values,
+            or a list of names (start from the best of them; default ``DEFAULT_INITS``).
         num_samples: batch size of the criterion (starting points or data draws).
-        iters: maximum number of sweeps of the coordinate search; tol: the smallest move fraction.
-        patience: stop when this many sweeps in a row gained less than 0.1 % together (None: never).
-        optimize_last: also move the last nonzero level (within [σ_min, its upper neighbour)):
-            σ_min is then the lowest level the grid may visit rather than a level it must visit.
-        min_log_step: the smallest allowed log(σ_i/σ_{i+1}) between nonzero levels (default: 5 % of
-            the uniform step); keeps multistep solvers away from degenerate step-size ratios.
-            With ``"klub"`` the last level stays at σ_min (the bound would otherwise shrink its own
-            domain of integration).
-        reference: ``reference(x_T, sigma_max=, sigma_min=)`` → x(σ_min) (e.g. a toy problem's
-            ``reference_solve``); default: an adaptive solve with rtol = atol = ``reference_rtol``
-            (default 1e-7 for a float64 batch, 1e-5 otherwise).
+        iters, tol, patience, min_log_step: the search's budget (sweeps of the coordinate search or
+            Adam iterations of the gradient search), smallest move, stall rule and smallest log-step.
+        criterion: ``"solve_error"``, ``"klub"`` or ``"auto"`` (by whether the solver is stochastic).
+        method: ``"gradient"``, ``"pattern"`` or ``"auto"`` (module docstring, "Search").
+        reference, reference_rtol, reference_steps: x(σ_min) from ``reference(x_T, sigma_max=,
+            sigma_min=)``, else an adaptive solve at rtol = atol = ``reference_rtol`` (1e-7 in float64,
+            1e-5 otherwise), or a ``uni_pc`` solve of ``reference_steps`` steps uniform in log σ.
         dtype: the dtype of the optimisation batch (float64 by default; use float32 for networks).
-        return_info: return a ``SpacingResult`` instead of the grid.
-        callback: called after each sweep with (sweep, criterion, grid).
+        return_info: return a ``SpacingResult``; callback: called with (index, criterion, grid).
 
     Returns:
         float64 tensor (steps + 1,), decreasing, trailing 0 — or a ``SpacingResult``.
@@ -247,25 +288,91 @@ def optimize_spacing(
     t_start = time.perf_counter()
     steps, sigma_min, sigma_max, num_samples, iters = _check_numbers(steps, sigma_min, sigma_max, num_samples,
                                                                      iters, tol)
-    method = solver if isinstance(solver, Solver) else SOLVERS.create(solver)
-    criterion = _resolve_criterion(criterion, method, x0, shape)
-    candidates = _candidate_grids(init, steps, sigma_min, sigma_max)
-    evaluate = _criterion_function(
-        denoiser, criterion, method, steps, sigma_min, sigma_max, x0=x0, shape=shape, generator=generator,
-        num_samples=num_samples, reference=reference, reference_rtol=reference_rtol, dtype=dtype,
-    )
-    error_before, init_grid = min(((evaluate(g[:-1].tolist()), g) for g in candidates), key=lambda p: p[0])
+    solvers = _resolve_solvers(solver)
+    criterion = _resolve_criterion(criterion, solvers[0], x0, shape)
     # the bound only covers [σ_{N−1}, σ_max]: raising σ_{N−1} would shrink it for free, so "klub" keeps it
-    search = _Search.start(evaluate, init_grid[:-1].tolist(), error_before, evaluations=len(candidates),
-                           sigma_min=sigma_min, sigma_max=sigma_max, min_log_step=min_log_step,
-                           free_last=optimize_last and criterion == "solve_error")
-    history = search.run(iters, tol, patience, callback)
-    sigmas = torch.tensor([*search.nonzero, 0.0], dtype=torch.float64)
+    free_last = optimize_last and criterion == "solve_error"
+    candidates = _candidate_grids(init, steps, sigma_min, sigma_max, keep_last=free_last)
+    problem = _criterion_function(
+        denoiser, criterion, steps, sigma_min, sigma_max, x0=x0, shape=shape, generator=generator,
+        num_samples=num_samples, reference=reference, reference_rtol=reference_rtol,
+        reference_steps=reference_steps, dtype=dtype,
+    )
+    starts, evaluations = _screen(problem, solvers, candidates)
+    search_method = _resolve_method(method, criterion, problem, starts[0])
+    options = dict(iters=iters, tol=tol, patience=patience, min_log_step=min_log_step, callback=callback,
+                   sigma_min=sigma_min, sigma_max=sigma_max, free_last=free_last)
+    found = [(start, _optimise_from(problem, *start[1:], start[0], search_method, options))
+             for start in starts[: 2 if len(solvers) > 1 else 1]]
+    (error_before, chosen, init_grid), (nonzero, error_after, history, _) = min(found, key=lambda f: f[1][1])
+    evaluations += sum(f[1][3] for f in found)
+    sigmas = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
     if not return_info:
         return sigmas
-    return SpacingResult(sigmas=sigmas, init_sigmas=init_grid, criterion=criterion, solver=method.name,
-                         error_before=error_before, error_after=search.best_err, history=tuple(history),
-                         evaluations=search.evaluations, seconds=time.perf_counter() - t_start)
+    return SpacingResult(sigmas=sigmas, init_sigmas=init_grid, criterion=criterion, solver=chosen.name,
+                         error_before=error_before, error_after=error_after, history=tuple(history),
+                         evaluations=evaluations, seconds=time.perf_counter() - t_start, method=search_method,
+                         screened=tuple((m.name, e) for e, m, _ in starts), solver_options=chosen.to_dict())
+
+
+def _resolve_solvers(solver: Any) -> list[Solver]:
+    """The solver instance(s) to optimise for: one, or every one of ``AUTO_SOLVERS`` for ``"auto"``."""
+    if isinstance(solver, Solver):
+        return [solver]
+    if solver == "auto":
+        return [SOLVERS.create(n) for n in AUTO_SOLVERS]
+    return [SOLVERS.create(solver)]
+
+
+def _screen(problem: _Problem, solvers: list[Solver], candidates: list[Tensor]) -> tuple[list, int]:
+    """(criterion, solver, starting grid) for each solver, best first, and the evaluations spent: every
+    starting grid with the first solver, the other solvers on its two best starting grids."""
+    first = sorted(((problem.evaluate(g[:-1].tolist(), solvers[0]), solvers[0], g) for g in candidates),
+                   key=lambda t: t[0])
+    evaluations = len(candidates)
+    starts = [first[0]]
+    for m in solvers[1:]:
+        tried = [(problem.evaluate(g[:-1].tolist(), m), m, g) for _, _, g in first[:2]]
+        evaluations += len(tried)
+        starts.append(min(tried, key=lambda t: t[0]))
+    return sorted(starts, key=lambda t: t[0]), evaluations
+
+
+def _resolve_method(method: str, criterion: str, problem: _Problem, start: tuple) -> str:
+    """``"gradient"`` or ``"pattern"`` (``"auto"``: gradient where the solve error has a gradient)."""
+    if method not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(_METHODS)}")
+    if criterion != "solve_error":
+        if method == "gradient":
+            raise ValueError("method 'gradient' needs the 'solve_error' criterion (deterministic solvers)")
+        return "pattern"
+    if method == "auto":
+        return "gradient" if problem.differentiable(start[1], start[2]) else "pattern"
+    return method
+
+
+def _optimise_from(problem, m, grid, err0, search_method, options):
+    """One search from ``grid`` for solver ``m``: (nonzero levels, criterion, history, evaluations)."""
+    sigma_min, sigma_max, free_last = options["sigma_min"], options["sigma_max"], options["free_last"]
+    if search_method == "gradient":
+        nonzero, err, history = gradient_search(
+            lambda g: problem.loss(g, m), grid[:-1].tolist(), sigma_min=sigma_min, free_last=free_last,
+            iters=options["iters"], callback=options["callback"],
+        )
+        evaluations = len(history)
+        if err0 < err:  # the start itself was better (a zero-iteration or diverging search)
+            nonzero, err = grid[:-1].tolist(), err0
+    else:
+        search = _Search.start(lambda nz: problem.evaluate(nz, m), grid[:-1].tolist(), err0, evaluations=0,
+                               sigma_min=sigma_min, sigma_max=sigma_max, min_log_step=options["min_log_step"],
+                               free_last=free_last)
+        history = search.run(options["iters"], options["tol"], options["patience"], options["callback"])
+        nonzero, err, evaluations = search.nonzero, search.best_err, search.evaluations
+    if problem.criterion == "solve_error" and len(nonzero) > 2:
+        nonzero, err, extra = reallocate_levels(lambda nz: problem.evaluate(nz, m), nonzero, err,
+                                                fixed_last=not free_last)
+        evaluations += extra
+    return nonzero, err, history, evaluations
 
 
 def _check_numbers(
@@ -297,18 +404,68 @@ def _resolve_criterion(criterion: str, method: Solver, x0: Tensor | None, shape:
     return criterion
 
 
-def _candidate_grids(init: Any, steps: int, sigma_min: float, sigma_max: float) -> list[Tensor]:
-    """The starting grids: one per spacing name in ``init``, or the one grid given."""
+def _candidate_grids(
+    init: Any, steps: int, sigma_min: float, sigma_max: float, keep_last: bool
+) -> list[Tensor]:
+    """The starting grids: one per spacing name in ``init`` (duplicates dropped), or the one grid given."""
     names = [init] if isinstance(init, str) else list(init) if _is_name_list(init) else None
     if names is None:
         return [_initial_grid(init, steps, sigma_min, sigma_max)]
-    return [_initial_grid(n, steps, sigma_min, sigma_max) for n in names]
+    grids: list[Tensor] = []
+    for n in names:
+        try:
+            g = _initial_grid(n, steps, sigma_min, sigma_max, keep_last)
+        except ValueError as e:  # a table spacing whose levels collapse when clipped to the range
+            if len(names) == 1 or "strictly decreasing" not in str(e):
+                raise
+            continue
+        if not any(torch.equal(g, h) for h in grids):
+            grids.append(g)
+    if not grids:
+        raise ValueError(f"none of the starting spacings {names} gives a grid inside "
+                         f"[{sigma_min}, {sigma_max}]")
+    return grids
+
+
+@dataclasses.dataclass
+class _Problem:
+    """The criterion with every random draw made (common random numbers): ``evaluate(nonzero, solver)``
+    for the nonzero levels (Python floats), ``loss(grid, solver)`` differentiable in the (N+1,) grid
+    (``"solve_error"`` only)."""
+
+    criterion: str
+    denoiser: Denoiser
+    x_T: Tensor | None = None
+    target: Tensor | None = None
+    seed: int | None = None
+    klub: Callable[[list[float]], float] | None = None
+
+    def evaluate(self, nonzero: list[float], solver: Solver) -> float:
+        if self.klub is not None:
+            return self.klub(nonzero)
+        grid = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
+        seed = self.seed if solver.stochastic else None
+        return solve_error(self.denoiser, grid, self.x_T, self.target, solver=solver, generator_seed=seed)
+
+    def loss(self, grid: Tensor, solver: Solver) -> Tensor:
+        with torch.enable_grad():
+            out = differentiable_solve(self.denoiser, self.x_T, grid, solver)
+            return ((out.to(torch.float64) - self.target.to(torch.float64)) ** 2).mean().sqrt()
+
+    def differentiable(self, solver: Solver, grid: Tensor) -> bool:
+        """Whether the solve error of ``grid`` carries a gradient with respect to it."""
+        if solver.stochastic:
+            return False
+        g = grid.clone().requires_grad_(True)
+        try:
+            return bool(self.loss(g, solver).requires_grad)
+        except RuntimeError:
+            return False
 
 
 def _criterion_function(
     denoiser: Denoiser,
     criterion: str,
-    method: Solver,
     steps: int,
     sigma_min: float,
     sigma_max: float,
@@ -319,134 +476,40 @@ def _criterion_function(
     num_samples: int,
     reference: Callable[..., Tensor] | None,
     reference_rtol: float | None,
+    reference_steps: int | None,
     dtype: torch.dtype,
-) -> Callable[[list[float]], float]:
-    """The criterion as a function of the nonzero grid (Python floats), with every random draw made now
-    from ``generator`` (common random numbers)."""
+) -> _Problem:
+    """The criterion as a ``_Problem``, with every random draw made now from ``generator`` (common random
+    numbers)."""
     if criterion == "klub":
         if x0.shape[0] > num_samples:
             idx = torch.randperm(x0.shape[0], generator=generator)[:num_samples]
             data = x0[idx.to(x0.device)]
         else:
             data = x0
-        return _klub_criterion(denoiser, data.to(dtype), steps, generator)
+        return _Problem(criterion, denoiser, klub=_klub_criterion(denoiser, data.to(dtype), steps, generator))
     device = x0.device if x0 is not None else torch.device("cpu")
     sample_shape = tuple(x0.shape[1:]) if x0 is not None else tuple(int(s) for s in shape)
     noise = torch.randn((num_samples, *sample_shape), generator=generator, dtype=dtype)
     x_T = (noise * sigma_max).to(device)
     if reference_rtol is None:
         reference_rtol = 1e-7 if dtype == torch.float64 else 1e-5
+    if reference is None and reference_steps is not None:
+        reference = _fixed_step_reference(denoiser, _check_int("reference_steps", reference_steps, 2))
     target = _reference_target(denoiser, x_T, sigma_min, sigma_max, reference, reference_rtol)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if method.stochastic else None
-
-    def evaluate(nonzero: list[float]) -> float:
-        grid = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
-        return solve_error(denoiser, grid, x_T, target, solver=method, generator_seed=seed)
-
-    return evaluate
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return _Problem(criterion, denoiser, x_T=x_T, target=target, seed=seed)
 
 
-@dataclasses.dataclass
-class _Search:
-    """The coordinate-wise pattern search in u = log σ over the movable levels (module docstring).
+def _fixed_step_reference(denoiser: Denoiser, steps: int) -> Callable[..., Tensor]:
+    """x(σ_min) by ``uni_pc`` (order 3, bh1) with ``steps`` steps uniform in log σ."""
 
-    ``nonzero`` is the current grid without its trailing 0 (Python floats), ``best_err`` its criterion,
-    ``frac[i]`` the move fraction of level i, ``evaluations`` the criterion evaluations so far."""
+    def reference(x_T: Tensor, *, sigma_max: float, sigma_min: float) -> Tensor:
+        u = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps + 1, dtype=torch.float64)
+        grid = torch.exp(u)
+        return solve(denoiser, x_T, sigmas=grid, solver="uni_pc")
 
-    evaluate: Callable[[list[float]], float]
-    nonzero: list[float]
-    best_err: float
-    movable: list[int]
-    min_gap: float
-    sigma_min: float
-    frac: list[float]
-    evaluations: int
-
-    @classmethod
-    def start(
-        cls, evaluate, nonzero: list[float], err: float, *, evaluations: int, sigma_min: float,
-        sigma_max: float, min_log_step: float | None, free_last: bool,
-    ) -> _Search:
-        """The search from ``nonzero``: σ_max fixed, the last level movable when ``free_last``."""
-        n = len(nonzero)
-        movable = list(range(1, n - 1)) + ([n - 1] if free_last and n >= 2 else [])
-        if min_log_step is None:
-            min_log_step = 0.05 * math.log(sigma_max / sigma_min) / max(n - 1, 1)
-        return cls(evaluate, nonzero, err, movable, float(min_log_step), sigma_min, [0.25] * n, evaluations)
-
-    def _score(self, trial: list[float]) -> float:
-        self.evaluations += 1
-        return self.evaluate(trial)
-
-    def run(self, iters: int, tol: float, patience: int | None, callback) -> list[float]:
-        """At most ``iters`` sweeps; the criterion after each (stops early, see the module docstring)."""
-        history: list[float] = []
-        for sweep in range(iters):
-            if not self.movable or all(self.frac[i] < tol for i in self.movable):
-                break
-            start = list(self.nonzero)
-            for i in self.movable:
-                if self.frac[i] >= tol:
-                    self._move_level(i, _SCAN if sweep == 0 else (self.frac[i],))
-            if self.nonzero != start:
-                self._pattern_step(start)
-            history.append(self.best_err)
-            if callback is not None:
-                callback(sweep, self.best_err, torch.tensor([*self.nonzero, 0.0], dtype=torch.float64))
-            if patience and len(history) > patience:
-                if history[-1] > (1 - _STALL_GAIN) * history[-1 - patience]:
-                    break  # the last `patience` sweeps gained less than 0.1 % together
-        return history
-
-    def _move_level(self, i: int, fractions: Sequence[float]) -> None:
-        """Try level i at each fraction of the way to either bound; keep the best improving move and
-        grow its fraction ×1.5 (at most 0.5), else halve it."""
-        nonzero = self.nonzero
-        u = math.log(nonzero[i])
-        u_hi = math.log(nonzero[i - 1]) - self.min_gap
-        u_lo = math.log(nonzero[i + 1]) + self.min_gap if i + 1 < len(nonzero) else math.log(self.sigma_min)
-        best_move = None
-        for bound, f in itertools.product((u_hi, u_lo), fractions):
-            new_u = u + f * (bound - u)
-            if not u_lo <= new_u <= u_hi or abs(new_u - u) < 1e-12:
-                continue
-            trial = list(nonzero)
-            trial[i] = math.exp(new_u)
-            err = self._score(trial)
-            if err < self.best_err and (best_move is None or err < best_move[0]):
-                best_move = (err, trial)
-        if best_move is not None:
-            self.best_err, self.nonzero = best_move
-            self.frac[i] = min(0.5, self.frac[i] * 1.5)
-        else:
-            self.frac[i] *= 0.5
-
-    def _pattern_step(self, start: list[float]) -> None:
-        """Hooke–Jeeves pattern move: extrapolate the sweep's change in log σ by ×1, else ×½."""
-        for step in (1.0, 0.5):
-            trial = _pattern_move(start, self.nonzero, step, self.min_gap, self.sigma_min)
-            if trial is None:
-                continue
-            err = self._score(trial)
-            if err < self.best_err:
-                self.best_err, self.nonzero = err, trial
-                break
-
-
-def _pattern_move(
-    old: list[float], new: list[float], step: float, min_gap: float, sigma_min: float
-) -> list[float] | None:
-    """new·(new/old)^step in log σ, or None if it breaks the order, the gaps or the σ_min floor."""
-    u_old = [math.log(v) for v in old]
-    u_new = [math.log(v) for v in new]
-    cand = [b + step * (b - a) for a, b in zip(u_old, u_new)]
-    for k in range(len(cand) - 1):
-        if cand[k] - cand[k + 1] < min(min_gap, u_new[k] - u_new[k + 1]) - 1e-12:
-            return None
-    if cand[-1] < math.log(sigma_min) - 1e-12:
-        return None
-    # levels the sweep did not move (σ_max, a fixed σ_min) keep their exact values
-    return [v if o == v else math.exp(c) for o, v, c in zip(old, new, cand)]
+    return reference
 
 
 def _is_name_list(init: Any) -> bool:
