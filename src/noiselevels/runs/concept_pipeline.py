@@ -93,6 +93,8 @@ class PipelineSubject:
         base = load_pipeline(folder).eval().requires_grad_(False)
         adapted, info = None, {}
         if adapter is not None:
+            sub = Path(os.path.expanduser(str(adapter))) / "adapter"
+            adapter = sub if sub.is_dir() else adapter  # a fine-tune run folder: its adapter/
             info = {**lora_info(adapter), **finetune_info(adapter)}
             adapted = apply_adapter(load_pipeline(folder), adapter)
         return cls(
