@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from noiselevels.runs.validation import BANDS, DEFAULT_GRID, Item, level_errors, level_summary, paired
+from noiselevels.runs.validation import DEFAULT_GRID, Item, level_errors, level_summary, paired, settings
 
 __all__ = ["retention", "without_trigger"]
 
@@ -73,8 +73,5 @@ def retention(
         "loss_base": level_summary(le.errors["base"], le.grid),
         "loss_adapted": level_summary(le.errors["adapted"], le.grid),
         "loss_difference": paired(le.errors["adapted"], le.errors["base"], le.grid),
-        "settings": {
-            "grid": le.grid.tolist(), "seed": seed, "repeats": repeats, "source": source,
-            "bands": [name for name, _, _ in BANDS], "units": "eps-MSE per dimension",
-        },
+        "settings": settings(le.grid, seed=seed, repeats=repeats, source=source),
     }

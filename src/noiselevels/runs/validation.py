@@ -49,6 +49,7 @@ __all__ = [
     "level_errors",
     "level_summary",
     "paired",
+    "settings",
     "validation_loss",
 ]
 
@@ -277,7 +278,13 @@ def validation_loss(
     if baseline is not None:
         out["baseline"] = level_summary(le.errors["baseline"], le.grid)
         out["difference"] = paired(le.errors["model"], le.errors["baseline"], le.grid)
-    out["settings"] = {"grid": le.grid.tolist(), "seed": seed, "repeats": repeats,
-                       "bands": {n: [lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None]
-                                 for n, lo, hi in BANDS}, "units": "eps-MSE per dimension"}  # fmt: skip
+    out["settings"] = settings(le.grid, seed=seed, repeats=repeats)
     return out
+
+
+def settings(grid: Tensor, *, seed: int, repeats: int, source: str | None = None) -> dict[str, Any]:
+    """The settings a result was measured with (JSON): grid, seed, repeats, the bands' λ limits (None =
+    unbounded), the units, and with ``source`` where the items came from."""
+    bands = {n: [lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None] for n, lo, hi in BANDS}
+    return {"grid": torch.as_tensor(grid).tolist(), "seed": seed, "repeats": repeats, "bands": bands,
+            "units": "eps-MSE per dimension", **({} if source is None else {"source": source})}  # fmt: skip
