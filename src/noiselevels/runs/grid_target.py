@@ -1,10 +1,11 @@
 """The model a σ grid is optimised for (``noiselevels spacing optimize --run SPEC``): ``grid_target``.
 
 ``SPEC`` is a run folder of ``noiselevels train``, a shipped base (``mnist-base``, ``mnist-all``), a
-``.safetensors`` base of ``export_base``, or a diffusers pipeline (a folder with ``model_index.json`` or
-a cached hub id; ``noiselevels.runs.families``). The result is the denoiser D(x, σ) of one fixed batch
-of ``num_samples`` conditions, the shape of one sample, examples of the data (for the KL-bound criterion
-of stochastic solvers; None for pipelines) and the σ range the model was trained on:
+``.safetensors`` base of ``export_base``, or a diffusers pipeline (a folder with ``model_index.json``, a
+cached hub id, or a loaded ``LatentModel``; ``noiselevels.runs.families``). The result is the
+denoiser D(x, σ) of one fixed batch of ``num_samples`` conditions, the shape of one sample, examples
+of the data (for the KL-bound criterion of stochastic solvers; None for pipelines) and the σ range the
+model was trained on:
 
 * class-conditional models: labels drawn uniformly from the classes the model was trained on (seeded),
   or all equal to ``class_label``; ``guidance`` w ≠ 1 is classifier-free guidance with the null label
@@ -27,6 +28,7 @@ from torch import Tensor
 from noiselevels.runs.bases import load_base, real_by_class
 from noiselevels.runs.data import balanced_indices
 from noiselevels.runs.families import is_pipeline, load_pipeline
+from noiselevels.runs.families.base import LatentModel
 from noiselevels.runs.families.generate import _check_size, _denoiser
 from noiselevels.runs.profile import profile_range
 from noiselevels.runs.run import load_run
@@ -85,7 +87,7 @@ def _conditioned(model, noise_cfg, classes, num_samples, seed, guidance, class_l
 
 
 def grid_target(
-    spec: str | Path,
+    spec: str | Path | LatentModel,
     *,
     num_samples: int,
     seed: int = 0,
@@ -100,7 +102,7 @@ def grid_target(
     ``with_data=False`` skips loading data examples of a base (x0 = None; only the KL-bound criterion of
     stochastic solvers needs them)."""
     guidance = _check_guidance(guidance)
-    if is_pipeline(spec):
+    if isinstance(spec, LatentModel) or is_pipeline(spec):
         return _pipeline_target(spec, num_samples, seed, guidance, prompts, height, width)
     if prompts is not None:
         raise ValueError("--prompts is for diffusers pipelines; use --class for a class-conditional model")
@@ -144,7 +146,7 @@ def _base_target(spec, num_samples, seed, guidance, class_label, with_data) -> G
 def _pipeline_target(spec, num_samples, seed, guidance, prompts, height, width) -> GridTarget:
     if not prompts:
         raise ValueError("a pipeline needs prompts: --prompt TEXT or --prompts FILE (one prompt a line)")
-    model = load_pipeline(spec)
+    model = spec if isinstance(spec, LatentModel) else load_pipeline(spec)
     h, w = _check_size(model, height or model.native_resolution, width or model.native_resolution)
     g = torch.Generator().manual_seed(seed + 2)
     chosen = [prompts[int(i)] for i in torch.randint(len(prompts), (num_samples,), generator=g)]
