@@ -12,6 +12,7 @@ User errors (``ValueError``, ``OSError``, ``KeyError`` raised by the library) pr
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 
@@ -46,8 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_error(parser: argparse.ArgumentParser, message: str):
+    """argparse's usage errors as the one line every other error is (``--help`` shows the usage)."""
+    parser.exit(2, f"{parser.prog}: error: {message.splitlines()[0] if message else 'bad arguments'}\n")
+
+
 def _plain_help(parser: argparse.ArgumentParser) -> None:
-    """Descriptions come from module docstrings: drop their reST ``literal`` markers for the terminal."""
+    """Descriptions come from module docstrings: drop their reST ``literal`` markers for the terminal;
+    usage errors are one line."""
+    parser.error = functools.partial(_one_line_error, parser)
     for text in ("description", "epilog"):
         if getattr(parser, text):
             setattr(parser, text, getattr(parser, text).replace("``", ""))

@@ -18,7 +18,8 @@ import json
 import math
 from pathlib import Path
 
-from noiselevels.commands._args import build_params, parse_params, preset_spec
+from noiselevels.commands._args import build_params, check_grid_size, parse_params, preset_spec
+from noiselevels.options import check_memory
 
 
 def add_range_args(p: argparse.ArgumentParser) -> None:
@@ -135,7 +136,11 @@ def noise_table(args) -> dict:
     doc = apply_overrides(doc, args.overrides)
     if args.config and "noise" not in doc:
         raise ValueError(f"{args.config}: no [noise] section")
+    if not isinstance(doc.get("noise", {}), dict):
+        raise ValueError(f"[noise] must be a table; got {doc['noise']!r}")
     noise = dict(doc.get("noise", {}))
+    if isinstance(noise.get("preset_params", {}), dict) is False and (args.preset or args.preset_param):
+        raise ValueError(f"noise.preset_params must be a table; got {noise['preset_params']!r}")
     if args.preset:
         name, params = preset_spec(args.preset, "--preset parameter")
         noise["preset"] = name
@@ -173,6 +178,8 @@ def window(args) -> tuple[float, float, int]:
     lo, hi = args.range if args.range else DEFAULT_LOGSNR_RANGE
     if args.points is not None and args.points < 2:
         raise ValueError(f"--points must be >= 2; got {args.points}")
+    if args.points is not None:
+        check_memory(64 * 8 * args.points, f"--points {args.points}", "use fewer points")
     return float(lo), float(hi), int(DEFAULT_POINTS if args.points is None else args.points)
 
 
@@ -190,6 +197,7 @@ def sampler_levels(args):
 
     sp = spacing(args.spacing, **build_params(args.spacing_param, "--spacing-param"))
     steps = 20 if args.steps is None else args.steps
+    check_grid_size(steps)
     return sp, sp.sigmas(steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
 
 

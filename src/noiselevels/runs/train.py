@@ -193,10 +193,10 @@ def _resolve_config(
 
 
 def _check_not_a_run(out: Path, *, force: bool) -> None:
-    """A folder holding another run's files (config, log, checkpoints that cannot be loaded) is not
-    overwritten unless ``force``; with ``force`` its checkpoints are removed first."""
+    """A folder holding another run's log or checkpoints (none loadable) is not overwritten unless
+    ``force``; with ``force`` its checkpoints are removed first."""
     ckpts = out / "checkpoints"
-    old = [n for n in ("config.json", "log.jsonl") if (out / n).is_file()]
+    old = [n for n in ("log.jsonl",) if (out / n).is_file()]  # a config alone: a run that never logged
     if ckpts.is_dir() and any(ckpts.iterdir()):
         old.append("checkpoints/ (none loadable)")
     if not old:
