@@ -80,6 +80,7 @@ def test_bad_pipeline_sweeps_refused(tiny_sd, images, tmp_path):
         (lambda d: d["grid"].update(timestep_type=["nope"]), "configuration 'nope': unknown timestep type"),
         (lambda d: d["eval"].update(prompts="one"), "prompts must be a list of strings"),
         (lambda d: d["eval"].update(samples_per_prompt=0), "samples_per_prompt must be >= 1"),
+        (lambda d: d["eval"].update(features=str(tmp_path)), "not a local CLIP/DINO folder"),
     ):
         d = table(tiny_sd, images)
         change(d)

@@ -220,6 +220,9 @@ def validate_pipeline(sweep) -> None:
     for key in ("samples_per_prompt", "steps", "repeats", "retention_images"):
         if kw[key] < 1:
             raise ValueError(f"[eval] {key} must be >= 1; got {kw[key]}")
+    feats = kw["features"]
+    if feats is not None and not (Path(os.path.expanduser(str(feats))) / "config.json").is_file():
+        raise ValueError(f"[eval] features = {feats!r} is not a local CLIP/DINO folder (no config.json)")
     prompts = kw["eval_prompts"]
     if prompts is not None and not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
         raise ValueError(f"[eval] prompts must be a list of strings; got {prompts!r}")
