@@ -103,7 +103,35 @@ class Registry:
                     f"unknown parameter(s) {', '.join(map(repr, bad))} for {self.kind} {name!r}; "
                     f"valid parameters: {', '.join(valid) or '(none)'}"
                 )
-        return factory(**kw)
+        for k, v in kw.items():
+            if _absurd(v):
+                raise ValueError(f"{self.kind} {name!r}: {k} = {v!r} is beyond ±1e100 (±2^53 for an integer)")
+        try:
+            return factory(**kw)
+        except (OverflowError, ZeroDivisionError) as e:  # a huge or tiny number deep inside a formula
+            raise ValueError(f"{self.kind} {name!r}: {_given(kw)} out of range ({e})") from None
+        except ValueError as e:  # e.g. float("name") of a table given for a list: say which parameter
+            if not kw or any(k in str(e) for k in kw):
+                raise
+            raise ValueError(f"{self.kind} {name!r}: {_given(kw)}: {e}") from None
+        except TypeError as e:  # e.g. a number where a sequence belongs: name what was given
+            if any(k in str(e) for k in kw) or "argument" in str(e):
+                raise
+            raise TypeError(f"{self.kind} {name!r}: wrong type in {_given(kw)} ({e})") from None
+
+
+def _absurd(v: Any) -> bool:
+    """A number no noise-level parameter takes: |x| > 1e100, or an integer beyond float precision."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) > 2**53
+    return math.isfinite(v) and abs(v) > 1e100
+
+
+def _given(kw: dict[str, Any]) -> str:
+    """``mu=1e+19, b=2`` for an error message (each parameter named with its value)."""
+    return ", ".join(f"{k}={v!r}"[:80] for k, v in kw.items()) or "the defaults"
 
 
 _KINDS: dict[str, Registry] = {}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from noiselevels._numerics import solve_increasing
-from noiselevels.components import SCHEDULES, check_finite, check_positive
+from noiselevels.components import SCHEDULES, check_finite, check_positive, check_range
 from noiselevels.levels import flow_t, log_sigmoid, logsnr_from_flow_t, to_tensor
 from noiselevels.schedules.base import _HALF_PI, _check_bounds, _check_d, _ClosedForm, _sig
 
@@ -353,6 +353,7 @@ class EDMSchedule(_ClosedForm):
         check_positive("sigma_min", self.sigma_min, allow_zero=True)
         check_positive("sigma_max", self.sigma_max)
         check_positive("rho", self.rho)
+        check_range("rho", self.rho, 1e-3, 1e3)  # 1/rho is an exponent
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min must be < sigma_max; got sigma_min={self.sigma_min!r}, "
                              f"sigma_max={self.sigma_max!r}")

@@ -54,6 +54,7 @@ class Karras(Spacing):
 
     def __post_init__(self):
         check_positive("rho", self.rho)
+        check_range("rho", self.rho, 1e-3, 1e3)  # 1/rho is an exponent
 
     def _sigmas(self, n, sigma_min, sigma_max):
         inv = 1.0 / self.rho
@@ -86,6 +87,7 @@ class PolyExponential(Spacing):
 
     def __post_init__(self):
         check_positive("rho", self.rho)
+        check_range("rho", self.rho, 1e-3, 1e3)  # 1/rho is an exponent
 
     def _sigmas(self, n, sigma_min, sigma_max):
         ramp = torch.linspace(1.0, 0.0, n, dtype=torch.float64) ** self.rho
