@@ -329,9 +329,26 @@ def _prepare(lm, folder, items, *, resolution, cache_dir, identity) -> tuple[Lat
             raise ValueError("the latent cache needs the pipeline's folder or identity=; pass base as a path")
         identity = model_identity(folder, lm.family)
     cache = LatentCache(default_cache_dir() if cache_dir is None else cache_dir, identity)
-    data = prepare_latent_data(lm, items, resolution=res, step=step, cache=cache, dtype=lm.dtype,
-                               device=lm.device)  # fmt: skip
+    with _float32_vae(lm):
+        data = prepare_latent_data(lm, items, resolution=res, step=step, cache=cache, dtype=torch.float32,
+                                   device=lm.device, text_dtype=lm.dtype)  # fmt: skip
     return data, res, step
+
+
+@contextlib.contextmanager
+def _float32_vae(lm):
+    """The VAE in float32 while the data is encoded (once: the latents are cached), whatever the model's
+    dtype: SD-family VAEs overflow to NaN in float16 (why diffusers' SDXL scripts keep it in float32)."""
+    vae = getattr(getattr(lm, "pipe", None), "vae", None)
+    old = getattr(vae, "dtype", torch.float32)
+    if vae is None or old == torch.float32:
+        yield
+        return
+    vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        vae.to(old)
 
 
 def _adapt(lm, targets, lora_format, *, rank, alpha, seed, gradient_checkpointing):

@@ -211,15 +211,18 @@ def prepare_latent_data(
     cache: LatentCache,
     dtype: torch.dtype = torch.float32,
     device: Any = "cpu",
+    text_dtype: torch.dtype | None = None,
 ) -> LatentData:
     """Bucket ``items`` around ``resolution`` (size step ``step``), and get every image's latent and every
     caption's text embedding (plus ``""``) through ``cache``: computed with ``latent_model.encode_images`` /
-    ``encode_prompts`` only when not cached."""
+    ``encode_prompts`` only when not cached. ``dtype``: the pixels' (and the latent key's) dtype;
+    ``text_dtype`` (default ``dtype``): the text encoders' (the text key's)."""
     if not items:
         raise ValueError("no images to encode")
     resos = bucket_resolutions(resolution, step)
     buckets = [select_bucket(*it.size, resos) for it in items]
     upscaled = sum(1 for it, (bw, bh) in zip(items, buckets) if it.size[0] < bw or it.size[1] < bh)
     latents = cache.latents(list(zip(items, buckets)), latent_model.encode_images, dtype=dtype, device=device)
-    text = cache.prompts([it.caption for it in items] + [""], latent_model.encode_prompts, dtype=dtype)
+    text = cache.prompts([it.caption for it in items] + [""], latent_model.encode_prompts,
+                         dtype=dtype if text_dtype is None else text_dtype)  # fmt: skip
     return LatentData(list(items), latents, buckets, text, dict(cache.stats), upscaled)

@@ -184,3 +184,19 @@ def test_bad_input_one_line(tiny_pipeline, caption_dir, tmp_path, capsys):
                  "kohya", "--targets", "attn.to_q,ff.net.2", "--out", str(tmp_path / "f"), "--cache-dir",
                  str(tmp_path / "c")]) == 2  # fmt: skip
     assert "cannot hold Flux modules" in capsys.readouterr().err
+
+
+def test_half_precision_base(tiny_pipeline, caption_dir, tmp_path):
+    """A bfloat16 pipeline: the VAE encodes in float32 (then returns to bfloat16), the adapter trains in
+    float32, the loss is finite."""
+    from noiselevels.runs.families.lora import lora_layers
+
+    res = finetune_latent(tiny_pipeline("sd"), caption_dir, dtype=torch.bfloat16, steps=2, resolution=32,
+                          rank=2, cache_dir=tmp_path, progress=False)  # fmt: skip
+    lm = res.model
+    assert lm.pipe.vae.dtype == torch.bfloat16 and lm.dtype == torch.bfloat16
+    assert all(z.dtype == torch.float32 for z in res.data.latents)
+    assert all(v.dtype == torch.bfloat16 for t in res.data.text.values() for v in t.values())
+    layers = list(lora_layers(lm.network))
+    assert layers and all(m.lora_A["default"].weight.dtype == torch.float32 for _, m in layers)
+    assert np.isfinite(res.info["final_loss"])
