@@ -92,3 +92,26 @@ def test_bad_input(setup, tmp_path, capsys):
     assert "--levels must be comma-separated" in capsys.readouterr().err
     assert main(["evaluate", str(base), "--images", str(images), "--levels", "2,1"]) == 2
     assert "finite, increasing" in capsys.readouterr().err
+
+
+def test_sweep_on_an_image_folder_of_a_project_base(setup, tmp_path):
+    """A sweep over a project base and an image folder: trained on the folder minus a seeded 20 % split,
+    validated and retained there; the concept's samples in the report; [eval] levels accepted."""
+    from noiselevels.runs.report import collect
+    from noiselevels.runs.sweep import parse_sweep, run_sweep
+
+    base, images, _ = setup
+    table = {"sweep": {"base": str(base), "images": str(images), "seeds": [0]},
+             "finetune": {"steps": 2, "batch_size": 4, "rank": 2},
+             "eval": {"levels": [-4.0, 4.0], "retention_images": 9, "steps": 2},
+             "grid": {"timestep_type": ["sigmoid"]}}  # fmt: skip
+    res = run_sweep(parse_sweep(table), tmp_path / "s", workers=2, progress=False)
+    assert not res.failed, res.failed
+    data = collect(tmp_path / "s")
+    (r,) = data["configs"]["sigmoid"]
+    info = json.loads((tmp_path / "s" / "runs" / r["id"] / "finetune.json").read_text())
+    assert info["num_images"] == 8 and len(info["holdout"]) == 2  # 10 images: 8 trained, 2 held out
+    assert r["validation"]["model"]["num_items"] == 2 and r["retention"]["change"]["num_items"] == 9
+    assert [c["logsnr"] for c in r["validation"]["difference"]["curve"]] == [-4.0, 4.0]
+    assert (tmp_path / "s" / "samples.png").is_file()
+    assert "| sigmoid | 1 |" in (tmp_path / "s" / "report.md").read_text()

@@ -114,7 +114,8 @@ FINETUNE_KEYS = (
     "timestep_type", "noise", "rank", "alpha", "lr", "steps", "batch_size", "warmup", "label", "target",
     "adaptive", "prior_weight", "prior_images",
 )  # fmt: skip
-EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features", *CONCEPT_EVAL_KEYS)
+FD_EVAL_KEYS = ("num_new", "num_other", "steps", "seed", "features")  # evaluate_finetune's
+EVAL_KEYS = (*FD_EVAL_KEYS, *CONCEPT_EVAL_KEYS)
 DEMO_SWEEP = Path(__file__).resolve().parents[3] / "examples" / "sweeps" / "timestep-types-demo.toml"
 
 
@@ -333,14 +334,17 @@ def _execute(spec: Mapping[str, Any], run_dir: Path, t0: float) -> dict[str, Any
         final_loss = res.log[-1]["loss"] if res.log else None
         label = res.label
     if real_new is not None and label is not None:
-        eval_kw = {k: spec["eval"][k] for k in EVAL_KEYS if k in spec["eval"]}
+        eval_kw = {k: spec["eval"][k] for k in FD_EVAL_KEYS if k in spec["eval"]}
         m = evaluate_finetune(model, noise, shape, label=label, real_new=real_new, other_classes=other,
                               **eval_kw)  # fmt: skip
         _save_samples(m.pop("samples_new"), run_dir / "samples.safetensors")
         result.update(m)
-    result.update(run_concept_metrics(base, None if spec["kind"] == "base" else model, label,
-                                      concept=spec["concept"], real_new=real_new, x_val=x_val,
-                                      ev=spec["eval"]))  # fmt: skip
+    concept = run_concept_metrics(base, None if spec["kind"] == "base" else model, label,
+                                  concept=spec["concept"], real_new=real_new, x_val=x_val,
+                                  ev=spec["eval"])  # fmt: skip
+    if concept.get("samples") is not None:  # an image-folder concept: its samples for the report's grid
+        _save_samples(concept.pop("samples"), run_dir / "samples.safetensors")
+    result.update(concept)
     result.update(
         train_seconds=train_s,
         wall_seconds=time.perf_counter() - t0,

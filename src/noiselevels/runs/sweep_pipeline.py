@@ -182,7 +182,8 @@ def run_concept_metrics(base, model, label, *, concept: Mapping[str, Any], real_
                         x_val: Tensor | None, ev: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Validation loss at fixed levels and retention of a project model's fine-tune (module docstring):
     on ``real_new[:num_validation]`` (an MNIST class's held-out images, default 50) or ``x_val`` (the
-    folder's held-out split). The evaluation seed is the sweep's, the same for every run."""
+    folder's held-out split; then also ``samples``, 16 of the concept, a tensor). The evaluation seed
+    is the sweep's, the same for every run."""
     subject = RunSubject(base, model, label)
     x = real_new[: int(ev.get("num_validation", 50))] if real_new is not None else x_val
     if x is None or len(x) == 0:
@@ -192,10 +193,15 @@ def run_concept_metrics(base, model, label, *, concept: Mapping[str, Any], real_
                "seed": kw["seed"], "repeats": kw["repeats"]}  # fmt: skip
     items = subject.items((x, [str(i) for i in range(len(x))], [""] * len(x)), range(len(x)))
     if model is None:
-        return {"validation": validation_loss(subject.base, items, **grid_kw)}
-    out = {"validation": validation_loss(model, items, baseline=subject.base, **grid_kw)}
-    r_items, src = subject.retention_set(kw["retention_images"], kw["seed"], steps=kw["steps"])
-    out["retention"] = retention(subject.base, model, r_items, source=src, **grid_kw)
+        out = {"validation": validation_loss(subject.base, items, **grid_kw)}
+    else:
+        out = {"validation": validation_loss(model, items, baseline=subject.base, **grid_kw)}
+        r_items, src = subject.retention_set(kw["retention_images"], kw["seed"], steps=kw["steps"])
+        out["retention"] = retention(subject.base, model, r_items, source=src, **grid_kw)
+    if real_new is None:  # a folder concept: 16 samples of it (an MNIST class's come with its FD)
+        prompts = subject.eval_prompts(None) * 16
+        out["samples"] = subject.sample("base" if model is None else "adapted", prompts, seed=kw["seed"],
+                                        steps=kw["steps"])  # fmt: skip
     return out
 
 
