@@ -46,7 +46,8 @@ search) is the coordinate search above.
 three DDPM-table rules (``diffusers_linspace`` / ``_leading`` / ``_trailing``: ``uniform_t`` on the default
 linear-β table), clipped to [σ_min, σ_max] (with a free last level an init keeps its own last level).
 With ``solver="auto"`` every solver of ``AUTO_SOLVERS`` is scored on the two best starting grids of the
-first, the two best (solver, grid) pairs are optimised and the better result is returned
+first, the best (solver, grid) pair is optimised — and the runner-up too when it screened within 10 % of
+it — and the better result is returned
 (``SpacingResult.solver``, ``.screened``).
 
 With ``optimize_last`` (default) σ_min is the lowest level the grid may visit, not one it must visit:
@@ -77,6 +78,7 @@ __all__ = ["AUTO_SOLVERS", "DEFAULT_INITS", "SpacingResult", "optimize_spacing",
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 _CRITERIA = ("auto", "solve_error", "klub")
 _METHODS = ("auto", "gradient", "pattern")
+_SECOND_SEARCH = 1.1  # with solver="auto", also optimise the runner-up if it screened within 10 %
 #: the spacings the search starts from by default (the best of them on the criterion): the formula
 #: grids, Align Your Steps, and diffusers' default DDPM-table rules (``uniform_t`` on the linear β table)
 DEFAULT_INITS = ("karras", "exponential", "kl_optimal", "vp", "ays", "diffusers_linspace",
@@ -303,7 +305,7 @@ def optimize_spacing(
     options = dict(iters=iters, tol=tol, patience=patience, min_log_step=min_log_step, callback=callback,
                    sigma_min=sigma_min, sigma_max=sigma_max, free_last=free_last)
     found = [(start, _optimise_from(problem, *start[1:], start[0], search_method, options))
-             for start in starts[: 2 if len(solvers) > 1 else 1]]
+             for start in _worth_searching(starts)]
     (error_before, chosen, init_grid), (nonzero, error_after, history, _) = min(found, key=lambda f: f[1][1])
     evaluations += sum(f[1][3] for f in found)
     sigmas = torch.tensor([*nonzero, 0.0], dtype=torch.float64)
@@ -313,6 +315,12 @@ def optimize_spacing(
                          error_before=error_before, error_after=error_after, history=tuple(history),
                          evaluations=evaluations, seconds=time.perf_counter() - t_start, method=search_method,
                          screened=tuple((m.name, e) for e, m, _ in starts), solver_options=chosen.to_dict())
+
+
+def _worth_searching(starts: list) -> list:
+    """The screened (criterion, solver, grid) starts to optimise: the best, and the second best when its
+    criterion is within 10 % of the best (a search costs as much as the whole screening)."""
+    return [s for s in starts[:2] if s[0] <= _SECOND_SEARCH * starts[0][0]]
 
 
 def _resolve_solvers(solver: Any) -> list[Solver]:
