@@ -37,9 +37,14 @@ def write_table() -> None:
     _, tail = rest.split(END, 1)
     total = sum(r["seconds"] for r in records)
     findings = sum(len(r["findings"]) for r in records)
+    setups = "\n".join(
+        f"- `{r['name']}` ({r['source']}): {r['setup']}; seeds {r['seeds']}, {r['seconds']:.0f} s."
+        for r in records
+    )
     body = (f"{START}\n{markdown_table(records)}\n{len(records)} claims, {findings} findings; the recorded "
-            f"runs took {total / 60:.0f} min (one CPU thread each, a shared machine; "
-            f"`benchmarks/results/claims/*.json`).\n{END}")  # fmt: skip
+            f"runs took {total / 60:.0f} min of wall time (one CPU thread each, at nice 10 on two cores "
+            f"shared with other jobs; "
+            f"`benchmarks/results/claims/*.json`).\n\n### Setups\n\n{setups}\n{END}")  # fmt: skip
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text(head + body + tail)
     os.replace(tmp, DOC)

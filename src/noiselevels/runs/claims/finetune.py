@@ -22,7 +22,7 @@ from noiselevels.runs.finetune import concept_images, evaluate_finetune, finetun
 __all__ = ["TYPES"]
 
 TYPES = ("sigmoid", "linear", "weighted", "style")
-_FULL = {"steps": 150, "num_new": 150, "num_other": 90, "sample_steps": 10, "features": "mnist"}
+_FULL = {"steps": 100, "num_new": 100, "num_other": 60, "sample_steps": 8, "features": "mnist"}
 _QUICK = {"steps": 2, "num_new": 8, "num_other": 9, "sample_steps": 2, "features": "pixels"}
 
 
@@ -51,8 +51,8 @@ def _one(timestep_type: str, seed: int, sizes: dict[str, Any]) -> dict[str, floa
     "subjects, and style (low-noise) timesteps teach style rather than content",
     source="the ai-toolkit fine-tuning folklore (timestep types of ai-toolkit; 'sigmoid for likeness, "
     "weighted for new subjects, style for style') as collected in this project's issue 16",
-    setup="LoRA rank 8 on mnist-base, 30 images of the unseen 7, 150 steps, batch 16, lr 2e-3; FD of 150 "
-    "generated 7s to the held-out 7s and of 90 other digits (dpmpp_2m, 10 steps)",
+    setup="LoRA rank 8 on mnist-base, 30 images of the unseen 7, 100 steps, batch 16, lr 2e-3; FD of 100 "
+    "generated 7s to the held-out 7s and of 60 other digits (dpmpp_2m, 8 steps)",
 )
 def finetune_rules(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     sizes = _QUICK if quick else _FULL

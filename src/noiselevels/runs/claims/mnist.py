@@ -69,14 +69,14 @@ def steps_to_reach(curve: list[dict[str, float]], key: str, target: float) -> fl
     claim="min-SNR-γ = 5 converges faster than the uniform ε-loss (≈ 3.4× fewer steps)",
     source="Hang et al. 2023, 'Efficient Diffusion Training via Min-SNR Weighting Strategy', §4",
     setup="ε-prediction, vp, uniform t under cosine (λ ∈ [−15, 15]); weight 1 vs min(SNR, 5)/SNR; MLP on "
-    "MNIST 14×14, 800 steps; FD (300 samples, Heun 18 Karras steps) and bits/dim at 4 points of training",
+    "MNIST 14×14, 600 steps; FD (200 samples, Heun 18 Karras steps) and bits/dim at 3 points of training",
 )
 def min_snr(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     base = {"process": "vp", "parameterization": "eps", "schedule": {"name": "cosine"},
             "density": {"name": "uniform_t", "truncate": [-15.0, 15.0]}}  # fmt: skip
     cfgs = {"uniform": noise_config({**base, "weighting": {"name": "constant"}}),
             "min_snr_5": noise_config({**base, "weighting": {"name": "min_snr", "gamma": 5.0}})}  # fmt: skip
-    budget = QUICK if quick else Budget(steps=800, evals=4, num_samples=300)
+    budget = QUICK if quick else Budget(steps=600, evals=3, num_samples=200)
     x, val = mnist_images(quick)
     curves: dict[str, list] = {k: [] for k in cfgs}
     for seed in seeds:
@@ -167,11 +167,11 @@ def importance_sampling(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     "(EDM2), §5 / eq. 21",
     setup="v-prediction, vp, logit-normal(0, 1); min-SNR-5 (hand-tuned) vs the same W with the learned "
     "per-λ uncertainty u(λ) (UncertaintySampler, weight e^(−u)); MLP on MNIST 14×14, equal steps; FD of "
-    "300 samples (800 steps)",
+    "200 samples (600 steps)",
 )
 def edm2_uncertainty(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     cfg = noise_config(TARGET)
-    budget = QUICK if quick else Budget(steps=800, num_samples=300)
+    budget = QUICK if quick else Budget(steps=600, num_samples=200)
     x, val = mnist_images(quick)
     fds: dict[str, list[float]] = {"min_snr_5": [], "uncertainty": []}
     for seed in seeds:
@@ -191,14 +191,14 @@ def edm2_uncertainty(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     claim="rectified flow trains better with logit-normal(0, 1) t than with uniform t (at equal compute)",
     source="Esser et al. 2024, 'Scaling Rectified Flow Transformers' (SD3), §5.1, Table 1",
     setup="flow process, velocity prediction, unweighted velocity loss; t ~ logit-normal(0, 1) vs "
-    "t ~ U(0, 1); MLP on MNIST 14×14, 800 steps each; FD of 300 samples (Heun, 18 Karras steps)",
+    "t ~ U(0, 1); MLP on MNIST 14×14, 600 steps each; FD of 200 samples (Heun, 18 Karras steps)",
 )
 def flow_logit_normal(quick: bool, seeds: Sequence[int]) -> dict[str, Any]:
     base = {"process": "flow", "parameterization": "flow", "weighting": {"name": "constant", "units": "flow"}}
     cfgs = {"uniform": noise_config({**base, "schedule": {"name": "flow"}, "density": {"name": "uniform_t"}}),
             "logit_normal": noise_config({**base, "density": {"name": "logit_normal", "mean": 0.0,
                                                               "std": 1.0}})}  # fmt: skip
-    budget = QUICK if quick else Budget(steps=800, num_samples=300)
+    budget = QUICK if quick else Budget(steps=600, num_samples=200)
     x, val = mnist_images(quick)
     fds: dict[str, list[float]] = {k: [] for k in cfgs}
     for seed in seeds:

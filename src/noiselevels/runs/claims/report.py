@@ -53,6 +53,11 @@ def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a literal | would end the cell)."""
+    return str(text).replace("|", "\\|")
+
+
 def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The claims table: one row per finding — claim, source, figure, our value and 95 % interval over
     the seeds, verdict and the command."""
@@ -63,6 +68,7 @@ def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
             claim = r["claim"] if i == 0 else "〃"
             source = r["source"] if i == 0 else "〃"
             value = f"{_num(f['mean'])} [{_num(f['lo'])}, {_num(f['hi'])}], n = {len(f['values'])}"
-            lines.append(f"| {claim} | {source} | {f['label']}: {f['figure']} | {value} | **{f['verdict']}** "
-                         f"({f['rule']}) | `{r['command']}` |")
+            measured = _cell(f"{f['label']}: {f['figure']}")
+            lines.append(f"| {_cell(claim)} | {_cell(source)} | {measured} | {value} | **{f['verdict']}** "
+                         f"({_cell(f['rule'])}) | `{r['command']}` |")
     return "\n".join(lines) + "\n"
