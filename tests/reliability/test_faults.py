@@ -134,7 +134,7 @@ class = 7
 num_images = 10
 seeds = [0]
 [finetune]
-steps = 30
+steps = 10
 batch_size = 4
 rank = 2
 [eval]
@@ -143,7 +143,7 @@ num_other = 12
 steps = 2
 features = "pixels"
 [grid]
-timestep_type = ["linear", "shift"]
+timestep_type = ["linear"]
 """
 
 
@@ -203,5 +203,5 @@ def test_sweep_killed_then_rerun_and_a_second_sweep_refused(tmp_path):
     meta = json.loads((out / "sweep.json").read_text())
     assert all((out / "runs" / rid / "result.json").is_file() for rid in meta["runs"])
     report = (out / "report.md").read_text()
-    assert "linear" in report and "shift" in report
+    assert "linear" in report
     assert not (out / ".sweep.lock").exists()

@@ -236,7 +236,7 @@ TRAIN_SECTIONS = {
 }
 
 
-@FAST
+@SLOW
 @given(doc=_doc(TRAIN_SECTIONS))
 def test_fuzz_train_toml(world, doc):
     text = to_toml(doc)

@@ -131,7 +131,14 @@ def preset(name: str, **params: Any) -> NoiseConfig:
             f"unknown parameter(s) {', '.join(map(repr, bad))} for preset {name!r}; "
             f"valid parameters: {', '.join(valid) or '(none)'}"
         )
-    cfg = info.build(**params)
+    try:
+        cfg = info.build(**params)
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as e:
+        if params and any(k in str(e) for k in params) and isinstance(e, (ValueError, TypeError)):
+            raise
+        given = ", ".join(f"{k}={v!r}"[:80] for k, v in params.items()) or "its defaults"
+        kind = TypeError if isinstance(e, TypeError) else ValueError  # name the tool's own parameter
+        raise kind(f"preset {name!r} with {given}: {e}") from None
     return dataclasses.replace(cfg, preset=name, description=info.doc)
 
 
