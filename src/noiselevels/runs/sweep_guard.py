@@ -17,6 +17,7 @@ die with their sweep, interrupts told apart from failures, and every run's argum
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import signal
@@ -26,6 +27,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+try:  # POSIX; without it (Windows) no lock is taken
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 __all__ = [
     "PARENT_ENV",
@@ -57,9 +63,7 @@ class SweepLock:
         self._file = None
 
     def __enter__(self) -> SweepLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
+        if fcntl is None:  # pragma: no cover - Windows
             return self
         self.out.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
@@ -96,8 +100,6 @@ def die_with_parent(parent: int | None = None) -> None:
         parent = int(env) if env.isdigit() else os.getppid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the prctl
