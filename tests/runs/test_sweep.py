@@ -134,14 +134,18 @@ def test_failure_recorded_and_bad_input_leaves_runs_intact(done, base):
     with pytest.raises(ValueError, match="contains no images"):
         run_sweep(parse_sweep(d), out, progress=False)
     assert results(out) == before
-    # a run failing at run time: recorded, the others finish / stay intact
-    res = run_sweep(parse_sweep(sweep_table(base, bad={"lr": 5.0})), out, workers=2, progress=False)
+    # a bad argument of one configuration: rejected before any run starts (issue 17)
+    with pytest.raises(ValueError, match=r"configuration 'bad': lr must be a number in \(0, 1\]"):
+        run_sweep(parse_sweep(sweep_table(base, bad={"lr": 5.0})), out, progress=False)
+    assert results(out) == before
+    # a run failing at run time (a label the base has no row for): recorded, the others stay intact
+    res = run_sweep(parse_sweep(sweep_table(base, bad={"label": 99})), out, workers=2, progress=False)
     (bad_id,) = res.failed
-    assert bad_id.startswith("bad-") and "lr must be a number" in res.failed[bad_id]
+    assert bad_id.startswith("bad-") and "label must be an integer" in res.failed[bad_id]
     assert (out / "runs" / bad_id / "error.json").is_file()
     after = results(out)
     assert {k: after[k] for k in before} == before
-    assert "failed — ValueError: lr must be a number" in write_report(out).read_text()
+    assert "failed — ValueError: label must be an integer" in write_report(out).read_text()
 
 
 def test_cli_sweep(done, base, tmp_path, capsys):
