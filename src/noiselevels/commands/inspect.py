@@ -87,6 +87,12 @@ def register(subparsers) -> None:
     )
     add_tool_file_args(p)
     p.add_argument(
+        "--base",
+        metavar="PIPELINE",
+        help="a diffusers pipeline folder or cached hub id: what `finetune --base PIPELINE` trains with the "
+        "--preset / [noise] table as its timestep type at --resolution (default: the native size)",
+    )
+    p.add_argument(
         "--preset",
         metavar="TOOL:NAME",
         help="a tool's setting, e.g. kohya:sigmoid or 'kohya:shift?discrete_flow_shift=3' "
@@ -216,7 +222,7 @@ def run(args) -> int:
             print(f"{name:44s} {PRESETS[name].summary}")
         return 0
 
-    cfg = tool_file_config(args)
+    cfg = pipeline_config(args) if args.base else tool_file_config(args)
     if cfg is None:
         from noiselevels.config import noise_config
 
@@ -254,7 +260,7 @@ def tool_file_config(args):
     """The NoiseConfig of a tool's file given as CONFIG (None for a noiselevels TOML or no file)."""
     if args.config is None:
         if args.tool or args.resolution:
-            raise ValueError("--tool and --resolution need a tool's FILE")
+            raise ValueError("--tool and --resolution need a tool's FILE (--resolution also works with --base)")
         return None
     cfg = read_tool_config(args.config, args)
     if cfg is None:
@@ -274,6 +280,36 @@ def tool_file_config(args):
         raise ValueError(f"{flags[0]} cannot be combined with a tool's file ({args.config})")
     print()
     return cfg
+
+
+def pipeline_config(args):
+    """With ``--base PIPELINE``: the noise of a fine-tune of it at ``--resolution``, the --preset /
+    component flags / TOML [noise] table being its timestep type (none: the pipeline's own)."""
+    from noiselevels.presets.files._parsed import parse_resolution
+    from noiselevels.runs.pipeline_noise import pipeline_noise
+
+    if args.base == "":
+        raise ValueError("--base is empty: give a pipeline folder or a hub id")
+    if args.tool:
+        raise ValueError("--tool applies to a tool's FILE, not to --base")
+    if args.config and read_tool_config_kind(args.config):
+        raise ValueError(f"{args.config}: with --base give the timestep type as --preset or a [noise] TOML")
+    flags = (args.config, args.preset, args.preset_param, args.process, args.parameterization, args.density,
+             args.weighting, args.schedule, args.overrides)  # fmt: skip
+    timestep_type = noise_table(args) if any(flags) else None
+    res = None if args.resolution is None else parse_resolution(args.resolution)
+    info = pipeline_noise(args.base, timestep_type, res)
+    label = info.noise.preset or ("the timestep type" if timestep_type else "its own noise (uniform levels)")
+    print(info.read_as(label))
+    print()
+    return info.noise
+
+
+def read_tool_config_kind(path: str) -> bool:
+    """Whether ``path`` is a tool's own file (not a noiselevels TOML)."""
+    from noiselevels.presets.files import is_tool_file
+
+    return is_tool_file(path)
 
 
 def print_alignment(cfg, sp, sigmas, *, tail: float):
