@@ -260,7 +260,7 @@ def tool_file_config(args):
     """The NoiseConfig of a tool's file given as CONFIG (None for a noiselevels TOML or no file)."""
     if args.config is None:
         if args.tool or args.resolution:
-            raise ValueError("--tool and --resolution need a tool's FILE (--resolution also works with --base)")
+            raise ValueError("--tool and --resolution need a FILE (--resolution also goes with --base)")
         return None
     cfg = read_tool_config(args.config, args)
     if cfg is None:
