@@ -125,7 +125,7 @@ def check(argv: list[str], world: dict[str, str], files: dict[str, str] | None =
         argv = _fill(argv, world, out)
         before = {p for p in Path(out).rglob("*")}
         try:
-            with time_limit(TIMEOUT_S):
+            with time_limit(TIMEOUT_S), contextlib.chdir(out):  # relative paths ("=", "a=b") land in OUT
                 r = run_cli(argv)
         except Hang:
             pytest.fail(f"hang (> {TIMEOUT_S} s): noiselevels {argv}")
@@ -136,7 +136,7 @@ def check(argv: list[str], world: dict[str, str], files: dict[str, str] | None =
         if r.code == 2:
             r.one_line_error()
             outputs = ("--json", "--plot", "--save-tensor")
-            single = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in outputs}
+            single = {str(Path(out, argv[i + 1])) for i, a in enumerate(argv[:-1]) if a in outputs}
             assert not [p for p in new if str(p) in single], (argv, new)
 
 
