@@ -175,6 +175,23 @@ def _sd3_weight(scheme: str, units: str = "flow") -> Weighting:
     return _in_units(_w("constant"), units, "flow")
 
 
+def _sd3_density(
+    scheme: str, logit_mean: float, logit_std: float, mode_scale: float, shift: float
+) -> Density:
+    """``compute_density_for_timestep_sampling(scheme)``'s u read as flow σ, then shifted by ``shift``:
+    logit_normal(``logit_mean``, ``logit_std``), ``mode`` (``mode_scale``), anything else uniform. A caller
+    whose u indexes the descending scheduler table passes −logit_mean (``_sd3_like``)."""
+    _check_param(scheme, _SD3_SCHEMES, "weighting_scheme")
+    check_positive("shift", shift)
+    if scheme == "logit_normal":
+        check_positive("logit_std", logit_std)
+        return _logit_normal(logit_mean + math.log(shift), logit_std)
+    if scheme == "mode":
+        dens = _d("mode", scale=float(mode_scale))
+        return dens if shift == 1.0 else _shift_density(dens, shift)
+    return _uniform_flow(shift)
+
+
 def _sd3_like(
     scheme: str, logit_mean: float, logit_std: float, mode_scale: float, shift: float, units: str
 ) -> NoiseConfig:
@@ -188,17 +205,7 @@ def _sd3_like(
     logit-normal(−logit_mean, logit_std) σ, and a shift s adds log s to that mean. ``mode``'s u is
     symmetric about ½ (1 − f(v) = f(1 − v)), so its direction does not matter. The integer index
     (σ on the 1000-point grid, rounded towards noise by < 1/1000 in 1 − u) is treated as continuous."""
-    _check_param(scheme, _SD3_SCHEMES, "weighting_scheme")
-    check_positive("shift", shift)
-    if scheme == "logit_normal":
-        check_positive("logit_std", logit_std)
-        dens = _logit_normal(-logit_mean + math.log(shift), logit_std)
-    elif scheme == "mode":
-        dens = _d("mode", scale=float(mode_scale))
-        if shift != 1.0:
-            dens = _shift_density(dens, shift)
-    else:
-        dens = _uniform_flow(shift)
+    dens = _sd3_density(scheme, -logit_mean, logit_std, mode_scale, shift)
     return NoiseConfig(
         process="flow",
         parameterization="flow",

@@ -23,15 +23,14 @@ from noiselevels.presets._common import (
     _SD3_SCHEMES,
     ToolPresets,
     _check_param,
-    _d,
     _ddpm_cfg,
     _ddpm_density,
     _flow_cfg,
     _logit_normal,
+    _sd3_density,
     _sd3_like,
     _sd3_weight,
     _sd_schedule,
-    _shift_density,
     _uniform_flow,
 )
 from noiselevels.schedules import flux_mu
@@ -161,17 +160,8 @@ def _kohya_sd3(
     ``--max_timestep`` (default 0 / 1000: an affine map of u' onto [min, max)/1000, ``RescaledT``); the
     output becomes −σ·out + x_t with target x₀, i.e. the x₀ loss (ε units: × e^−λ) times the scheme's
     weight (σ⁻², cosmap, else 1). The 1000-point grid is treated as continuous (KS ≤ 0.006)."""
-    _check_param(weighting_scheme, _SD3_SCHEMES, "weighting_scheme")
     check_positive("training_shift", training_shift)
-    if weighting_scheme == "logit_normal":
-        check_positive("logit_std", logit_std)
-        dens = _logit_normal(logit_mean + math.log(training_shift), logit_std)
-    elif weighting_scheme == "mode":
-        dens = _d("mode", scale=float(mode_scale))
-        if training_shift != 1.0:
-            dens = _shift_density(dens, training_shift)
-    else:
-        dens = _uniform_flow(training_shift)
+    dens = _sd3_density(weighting_scheme, logit_mean, logit_std, mode_scale, training_shift)
     lo, hi = _timestep_range(min_timestep, max_timestep)
     if (lo, hi) != (0, 1000):
         dens = RescaledT(base=dens, t_min=lo / 1000, t_max=hi / 1000)
